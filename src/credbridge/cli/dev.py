@@ -1,0 +1,213 @@
+"""`credbridge dev`: the local control plane (and optionally the operator) kept running for people.
+
+Tests start and stop their own control plane; people trying credbridge want one that stays up
+between commands. State lives in `.credbridge-dev/` of the current directory: the kubeconfig, the
+process ids, and every process's log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from credbridge.testing import controlplane, operator
+
+STATE_DIR = pathlib.Path(".credbridge-dev")
+STATE_FILE = STATE_DIR / "state.json"
+EXAMPLES_DIR = controlplane.REPO_ROOT / "examples"
+OPERATOR_NAMESPACE = "credbridge-system"
+DEMO_ENV = {
+    # A made-up key: the demo shows how a value from the operator's environment ends up encrypted.
+    "CRED_DEMO_OPENAI_API_KEY": "sk-demo-0000000000000000000000000000",
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dev = subparsers.add_parser("dev", help="run a local control plane for trying credbridge")
+    commands = dev.add_subparsers(dest="dev_command", required=True)
+    up = commands.add_parser("up", help="start etcd, kube-apiserver and kube-controller-manager in the background")
+    up.add_argument("--operator", action="store_true", help="also start the operator in the background")
+    commands.add_parser("down", help="stop everything `dev up` or `dev demo` started")
+    commands.add_parser("status", help="show what is running and the kubeconfig path")
+    commands.add_parser("demo", help="up + operator + apply examples/ + show the result")
+    kubectl = commands.add_parser("kubectl", help="run kubectl against the local control plane")
+    kubectl.add_argument("args", nargs=argparse.REMAINDER)
+    dev.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    command = args.dev_command
+    if command == "up":
+        state = _up()
+        if args.operator:
+            _start_operator(state)
+        _print_status(state)
+        return 0
+    if command == "down":
+        return _down()
+    if command == "status":
+        state = _load()
+        if not state:
+            print("credbridge dev: nothing is running (start it with `credbridge dev up`)")
+            return 1
+        _print_status(state)
+        return 0
+    if command == "kubectl":
+        state = _load()
+        if not state:
+            print("credbridge dev: nothing is running (start it with `credbridge dev up`)", file=sys.stderr)
+            return 1
+        return subprocess.call([state["kubectl"], "--kubeconfig", state["kubeconfig"], *args.args])
+    if command == "demo":
+        return _demo()
+    raise AssertionError(command)
+
+
+def _alive(entry: dict[str, Any]) -> bool:
+    """True when the recorded pid still runs the recorded program (pids get reused)."""
+    try:
+        cmdline = pathlib.Path(f"/proc/{entry['pid']}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return entry["match"].encode() in cmdline
+
+
+def _load() -> dict[str, Any] | None:
+    if not STATE_FILE.exists():
+        return None
+    state: dict[str, Any] = json.loads(STATE_FILE.read_text())
+    if not all(_alive(entry) for entry in state["processes"]):
+        return None
+    return state
+
+
+def _save(state: dict[str, Any]) -> None:
+    STATE_FILE.write_text(json.dumps(state, indent=2))
+
+
+def _up() -> dict[str, Any]:
+    state = _load()
+    if state:
+        print("credbridge dev: the control plane is already running", file=sys.stderr)
+        return state
+    _down(quiet=True)
+    workdir = STATE_DIR.resolve() / "controlplane"
+    plane = controlplane.start(workdir, die_with_parent=False, progress=True)
+    try:
+        plane.install_crds()
+    except BaseException:
+        plane.stop()
+        raise
+    assert plane.binaries is not None
+    state = {
+        "kubeconfig": str(plane.kubeconfig),
+        "server": plane.server,
+        "kubectl": str(plane.binaries.kubectl),
+        "processes": [
+            {"name": process.name, "pid": process.popen.pid, "match": process.name, "log": str(process.log)}
+            for process in plane.processes
+        ],
+    }
+    _save(state)
+    return state
+
+
+def _start_operator(state: dict[str, Any]) -> None:
+    if any(entry["name"] == "operator" and _alive(entry) for entry in state["processes"]):
+        print("credbridge dev: the operator is already running", file=sys.stderr)
+        return
+    kubectl = [state["kubectl"], "--kubeconfig", state["kubeconfig"]]
+    subprocess.run([*kubectl, "create", "namespace", OPERATOR_NAMESPACE], capture_output=True, check=False)
+    log = STATE_DIR.resolve() / "operator.log"
+    print(f"credbridge: starting the operator (log: {log})", file=sys.stderr)
+    process = operator.start(
+        pathlib.Path(state["kubeconfig"]), log,
+        args=["--operator-namespace", OPERATOR_NAMESPACE, "--log-level", "info"],
+        env=DEMO_ENV, die_with_parent=False,
+    )
+    state["processes"].append({
+        "name": "operator", "pid": process.popen.pid, "match": "credbridge.cli.main", "log": str(log),
+        "metrics": f"http://127.0.0.1:{process.metrics_port}/metrics",
+    })
+    _save(state)
+
+
+def _down(quiet: bool = False) -> int:
+    if not STATE_FILE.exists():
+        if not quiet:
+            print("credbridge dev: nothing to stop")
+        return 0
+    state = json.loads(STATE_FILE.read_text())
+    for entry in reversed(state["processes"]):
+        if not _alive(entry):
+            continue
+        if not quiet:
+            print(f"credbridge dev: stopping {entry['name']} (pid {entry['pid']})")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(entry["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _alive(entry) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(entry):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(entry["pid"], signal.SIGKILL)
+    STATE_FILE.unlink()
+    return 0
+
+
+def _print_status(state: dict[str, Any]) -> None:
+    for entry in state["processes"]:
+        extra = f"  metrics {entry['metrics']}" if "metrics" in entry else ""
+        print(f"  {entry['name']:<24} pid {entry['pid']:<8} log {entry['log']}{extra}")
+    print(f"\nAPI server: {state['server']}")
+    print(f"kubeconfig: {state['kubeconfig']}")
+    print(f"  export KUBECONFIG={state['kubeconfig']}")
+    print(f"  kubectl is at {state['kubectl']} (or use `credbridge dev kubectl ...`)")
+
+
+def _kubectl(state: dict[str, Any], *args: str, check: bool = True) -> str:
+    result = subprocess.run([state["kubectl"], "--kubeconfig", state["kubeconfig"], *args],
+                            capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise SystemExit(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout
+
+
+def _show(state: dict[str, Any], *args: str) -> None:
+    print(f"\n$ kubectl {' '.join(args)}")
+    print(_kubectl(state, *args, check=False).rstrip())
+
+
+def _demo() -> int:
+    state = _up()
+    _show(state, "get", "namespaces")
+    if not EXAMPLES_DIR.is_dir() or not any(EXAMPLES_DIR.glob("*.yaml")):
+        return 0
+    _start_operator(state)
+    print(f"\ncredbridge: applying {EXAMPLES_DIR}", file=sys.stderr)
+    for manifest in sorted(EXAMPLES_DIR.glob("*.yaml")):
+        _kubectl(state, "apply", "--server-side", "-f", str(manifest))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready = _kubectl(state, "get", "credentials", "-A", "-o",
+                         "jsonpath={range .items[*]}{.status.conditions[0].status}{\"\\n\"}{end}").split()
+        total = len(_kubectl(state, "get", "credentials", "-A", "-o", "name").split())
+        if total and len(ready) == total:
+            break
+        time.sleep(1)
+    _show(state, "get", "credentials", "-A")
+    _show(state, "get", "credentialshares", "-A")
+    _show(state, "get", "secrets", "-A", "-l", "app.kubernetes.io/managed-by=credbridge")
+    _show(state, "get", "credentialtypes", "--no-headers", "-o", "custom-columns=TYPE:.spec.name")
+    print("\nThe operator's environment held CRED_DEMO_OPENAI_API_KEY; the Secret holds only ciphertext.")
+    print("Try: credbridge dev kubectl describe credential invalid-openai -n team-a")
+    print("Stop everything with: make demo-down")
+    return 0

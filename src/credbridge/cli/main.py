@@ -1,0 +1,38 @@
+"""The `credbridge` command: one entry point, one module per subcommand.
+
+Each subcommand module has `add_parser(subparsers)` and a handler; this module only wires them up
+and turns expected failures into a one-line message and exit code instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import credbridge
+from credbridge.cli import dev
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="credbridge",
+        description="Typed, validated, encrypted credentials for third-party services, on Kubernetes.",
+    )
+    parser.add_argument("--version", action="version", version=f"credbridge {credbridge.__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (dev,):
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Names credbridge writes into the cluster, in one place.
+
+Labels, annotations, the API group and the Secret type are a contract with users (selectors,
+dashboards, GitOps diffs) and with older operator versions, so every module reads them from here
+instead of spelling them again.
+"""
+
+from __future__ import annotations
+
+GROUP = "credbridge.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+CREDENTIAL_KIND = "Credential"
+CREDENTIAL_PLURAL = "credentials"
+CREDENTIAL_TYPE_KIND = "CredentialType"
+CREDENTIAL_TYPE_PLURAL = "credentialtypes"
+CREDENTIAL_SHARE_KIND = "CredentialShare"
+CREDENTIAL_SHARE_PLURAL = "credentialshares"
+
+SECRET_TYPE = "credbridge.io/credential"
+"""`type` of every Secret the operator manages; consumers can select on it."""
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "credbridge"
+CREDENTIAL_LABEL = f"{GROUP}/credential"
+TYPE_LABEL = f"{GROUP}/type"
+BUILTIN_LABEL = f"{GROUP}/builtin"
+SHARED_FROM_LABEL = f"{GROUP}/shared-from"
+"""On mirrors and their Secrets: `<namespace>.<name>` of the source, for selection and clean-up."""
+SHARE_LABEL = f"{GROUP}/share"
+"""On mirrors: `<namespace>.<share name>` of the CredentialShare that made them."""
+
+CONTENT_HMAC_ANNOTATION = f"{GROUP}/content-hmac"
+ACTIVE_KEY_ANNOTATION = f"{GROUP}/active-key"
+ACCEPT_SHARES_ANNOTATION = f"{GROUP}/accept-shares-from"
+ALLOW_DELETE_IN_USE_ANNOTATION = f"{GROUP}/allow-delete-in-use"
+
+SECRET_KEY_ENCRYPTED_DATA = "encryptedData"
+SECRET_KEY_CREDENTIAL_NAME = "credentialName"
+SECRET_KEY_NAME = "name"
+SECRET_KEY_ID = "id"
+
+DEFAULT_KEYRING_SECRET = "credbridge-keyring"
+DEFAULT_ENV_ALLOW = ("CRED_*",)
+
+READY_CONDITION = "Ready"
+
+
+def mirror_name(source_namespace: str, source_name: str) -> str:
+    """Name of the mirror Credential of `source_namespace/source_name` in a target namespace.
+
+    Both parts are DNS labels/subdomains, so the dot cannot collide with a name a user could
+    choose for another source.
+    """
+    return f"{source_namespace}.{source_name}"
