@@ -1,0 +1,184 @@
+"""Admission decisions: what the validating webhook says to a write of a Credential or managed Secret.
+
+The webhook gives fast feedback at `kubectl apply` with the same validation the reconciler uses,
+keeps mirrors read-only for everyone but the operator, and refuses deleting a Credential whose
+Secret running Pods still use. Deciding is pure; the webhook handler only gathers the Pods.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import typing
+
+from credbridge.core import names, registry, validation
+
+Json = collections.abc.Mapping[str, typing.Any]
+
+SYSTEM_CONTROLLERS = frozenset(
+    {
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+        "system:serviceaccount:kube-system:namespace-controller",
+        "system:kube-controller-manager",
+    }
+)
+"""Identities that must be able to delete mirrors and their Secrets (garbage collection, namespace deletion)."""
+
+LITERAL_SECRET_MODES = ("allow", "warn", "deny")
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+
+
+ALLOW = Decision(True)
+
+
+def _source_of(obj: Json | None) -> str | None:
+    """`namespace/name` of the source when `obj` is (or claims to be) a mirror."""
+    if not obj:
+        return None
+    shared_from = (obj.get("spec") or {}).get("sharedFrom")
+    if shared_from:
+        return f"{shared_from.get('namespace')}/{shared_from.get('name')}"
+    label = ((obj.get("metadata") or {}).get("labels") or {}).get(names.SHARED_FROM_LABEL)
+    return str(label).replace(".", "/", 1) if label else None
+
+
+def review_credential(
+    operation: str,
+    new: Json | None,
+    old: Json | None,
+    *,
+    username: str,
+    operator_username: str,
+    types: registry.Registry,
+    literal_secrets: str,
+    pods_using_secret: collections.abc.Sequence[str] = (),
+) -> Decision:
+    """Decide a CREATE, UPDATE or DELETE of a Credential."""
+    obj = new if new is not None else old
+    metadata = (obj or {}).get("metadata") or {}
+    where = f"Credential {metadata.get('namespace')}/{metadata.get('name')}"
+    if username == operator_username:
+        return ALLOW
+    source = _source_of(new) or _source_of(old)
+    if source is not None:
+        if operation == "DELETE" and username in SYSTEM_CONTROLLERS:
+            return ALLOW
+        verb = {"CREATE": "create", "UPDATE": "change", "DELETE": "delete"}.get(operation, operation.lower())
+        if operation == "CREATE":
+            return Decision(
+                False,
+                (
+                    f"{where}: only the credbridge operator can create a Credential with spec.sharedFrom "
+                    f"(here {source}): ask the owner of namespace {source.split('/')[0]} to share it with a "
+                    "CredentialShare, and accept it with the namespace annotation "
+                    f"{names.ACCEPT_SHARES_ANNOTATION}"
+                ),
+            )
+        return Decision(
+            False,
+            (
+                f"{where} is a read-only mirror of Credential {source}, owned by namespace "
+                f"{source.split('/')[0]}: you cannot {verb} it; ask that namespace's owners to change or revoke "
+                "the CredentialShare"
+            ),
+        )
+    if operation == "DELETE":
+        annotations = metadata.get("annotations") or {}
+        if pods_using_secret and annotations.get(names.ALLOW_DELETE_IN_USE_ANNOTATION) != "true":
+            listed = ", ".join(sorted(pods_using_secret)[:10])
+            more = f" and {len(pods_using_secret) - 10} more" if len(pods_using_secret) > 10 else ""
+            return Decision(
+                False,
+                (
+                    f"{where} is in use: its Secret is referenced by Pod(s) {listed}{more}; delete or change those "
+                    f'Pods first, or annotate the Credential {names.ALLOW_DELETE_IN_USE_ANNOTATION}="true" to '
+                    "delete it anyway"
+                ),
+            )
+        return ALLOW
+    return _review_content(where, new or {}, types, literal_secrets)
+
+
+def _review_content(where: str, obj: Json, types: registry.Registry, literal_secrets: str) -> Decision:
+    spec = obj.get("spec") or {}
+    type_name = str(spec.get("type", ""))
+    data = {str(k): str(v) for k, v in (spec.get("data") or {}).items()}
+    value_from = list(spec.get("valueFrom") or {})
+    cred_type = types.get(type_name)
+    problems = validation.check_spec(cred_type, type_name, data, value_from)
+    if problems:
+        return Decision(False, f"{where}: {validation.summarize(problems)}")
+    assert cred_type is not None
+    literal = validation.literal_secret_fields(cred_type, data)
+    if not literal or literal_secrets == "allow":
+        return ALLOW
+    text = (
+        f"{where}: field(s) {', '.join(literal)} hold a literal secret in spec.data, which ends up in Git and "
+        "in the object (and in kubectl's last-applied annotation unless you use --server-side); use a "
+        "<<CRED_...>> reference or spec.valueFrom instead"
+    )
+    if literal_secrets == "deny":
+        return Decision(False, text)
+    return Decision(True, warnings=(text,))
+
+
+def review_managed_secret(
+    operation: str, new: Json | None, old: Json | None, *, username: str, operator_username: str
+) -> Decision:
+    """Decide an UPDATE or DELETE of a Secret labelled as managed by credbridge."""
+    obj = old if old is not None else new
+    metadata = (obj or {}).get("metadata") or {}
+    label = (metadata.get("labels") or {}).get(names.SHARED_FROM_LABEL)
+    if not label or username == operator_username or username in SYSTEM_CONTROLLERS:
+        return ALLOW
+    source = str(label).replace(".", "/", 1)
+    verb = "delete" if operation == "DELETE" else "change"
+    return Decision(
+        False,
+        (
+            f"Secret {metadata.get('namespace')}/{metadata.get('name')} belongs to a read-only mirror of Credential "
+            f"{source}, owned by namespace {source.split('/')[0]}: you cannot {verb} it; ask that namespace's owners "
+            "to change or revoke the CredentialShare"
+        ),
+    )
+
+
+def pods_using_secret(pods: collections.abc.Iterable[Json], secret_name: str) -> list[str]:
+    """Names of Pods that reference `secret_name` through env, envFrom, volumes or projected volumes."""
+    using: list[str] = []
+    for pod in pods:
+        spec = pod.get("spec") or {}
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        if _pod_spec_uses(spec, secret_name):
+            using.append(str((pod.get("metadata") or {}).get("name")))
+    return using
+
+
+def _pod_spec_uses(spec: Json, secret_name: str) -> bool:
+    containers = [
+        *(spec.get("containers") or []),
+        *(spec.get("initContainers") or []),
+        *(spec.get("ephemeralContainers") or []),
+    ]
+    for container in containers:
+        for env in container.get("env") or []:
+            ref = (env.get("valueFrom") or {}).get("secretKeyRef") or {}
+            if ref.get("name") == secret_name:
+                return True
+        for source in container.get("envFrom") or []:
+            if (source.get("secretRef") or {}).get("name") == secret_name:
+                return True
+    for volume in spec.get("volumes") or []:
+        if (volume.get("secret") or {}).get("secretName") == secret_name:
+            return True
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if (source.get("secret") or {}).get("name") == secret_name:
+                return True
+    return False

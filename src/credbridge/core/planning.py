@@ -1,0 +1,508 @@
+"""Reconcile planning: from a Credential and what the cluster holds to the Secret and status it should have.
+
+The operator gathers inputs (the object, its type, the environment, referenced Secrets, the managed
+Secret, the keyring), calls `plan_credential` or `plan_mirror`, and applies the plan. Everything that
+decides — validation order, failure reasons, when to write, what the status says — lives here,
+where it runs without a cluster and is tested as plain input → output.
+
+Level-based: the plan depends only on the inputs as they are now, so applying it twice changes
+nothing the second time, and an unchanged Credential plans no writes at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections.abc
+import dataclasses
+import hmac
+import typing
+
+from credbridge.core import envelope, envrefs, keyring, names, redaction, registry, validation
+
+Json = dict[str, typing.Any]
+EnvLookup = collections.abc.Callable[[str], str | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """Why a Credential is not Ready: a condition reason and a message naming fields, never values."""
+
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the Credential."""
+
+    type: str  # "Normal" or "Warning"
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CredentialView:
+    """The parts of a Credential object that planning reads."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: collections.abc.Mapping[str, typing.Any]
+    status: collections.abc.Mapping[str, typing.Any]
+    annotations: collections.abc.Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_object(cls, obj: collections.abc.Mapping[str, typing.Any]) -> CredentialView:
+        metadata = obj.get("metadata") or {}
+        return cls(
+            namespace=str(metadata.get("namespace", "")),
+            name=str(metadata.get("name", "")),
+            uid=str(metadata.get("uid", "")),
+            generation=int(metadata.get("generation") or 0),
+            spec=obj.get("spec") or {},
+            status=obj.get("status") or {},
+            annotations=metadata.get("annotations") or {},
+        )
+
+    @property
+    def credential_id(self) -> str:
+        """`spec.id` when given (stable across re-creation), else the object's uid."""
+        return str(self.spec.get("id") or self.uid)
+
+    @property
+    def secret_name(self) -> str:
+        return str((self.spec.get("target") or {}).get("secretName") or self.name)
+
+    @property
+    def display_name(self) -> str:
+        return str(self.spec.get("displayName") or self.name)
+
+    @property
+    def type_name(self) -> str:
+        return str(self.spec.get("type", ""))
+
+    @property
+    def shared_from(self) -> tuple[str, str] | None:
+        source = self.spec.get("sharedFrom")
+        if not source:
+            return None
+        return str(source.get("namespace", "")), str(source.get("name", ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretView:
+    """The parts of an existing Secret that planning compares with what it should be."""
+
+    name: str
+    type: str
+    controller_uid: str | None
+    labels: collections.abc.Mapping[str, str]
+    annotations: collections.abc.Mapping[str, str]
+    data: collections.abc.Mapping[str, str] = dataclasses.field(repr=False)
+    resource_version: str = ""
+
+    @classmethod
+    def from_object(cls, obj: collections.abc.Mapping[str, typing.Any]) -> SecretView:
+        """Read a Secret in its API (JSON) form; `data` values are base64 there and decoded here."""
+        metadata = obj.get("metadata") or {}
+        controller = next(
+            (ref.get("uid") for ref in metadata.get("ownerReferences") or [] if ref.get("controller")), None
+        )
+        data: dict[str, str] = {}
+        for key, value in (obj.get("data") or {}).items():
+            try:
+                data[key] = base64.b64decode(value or "").decode()
+            except (ValueError, UnicodeDecodeError):
+                data[key] = ""
+        return cls(
+            name=str(metadata.get("name", "")),
+            type=str(obj.get("type", "")),
+            controller_uid=controller,
+            labels=metadata.get("labels") or {},
+            annotations=metadata.get("annotations") or {},
+            data=data,
+            resource_version=str(metadata.get("resourceVersion", "")),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What to do for one Credential.
+
+    `secret` is the whole Secret to create (no current one) or replace (current one is ours), or
+    None to leave the cluster's Secret untouched. `status` is the status the object should show; the
+    operator patches it only when it differs from the current one. `content` is the plaintext that
+    the Secret holds after the plan (for mirrors of this Credential), or None after a failure.
+    """
+
+    status: Json
+    secret: Json | None = None
+    failure: Failure | None = None
+    event: Event | None = None
+    content: redaction.SecretFields | None = dataclasses.field(default=None, repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """Everything besides the Credential itself that a plan depends on."""
+
+    now: str
+    """Current time, RFC 3339, used for createdDate/updatedDate/lastTransitionTime."""
+    random_bytes: envelope.RandomBytes = dataclasses.field(repr=False)
+    keyring: keyring.Keyring | None
+    """None when the keyring could not be loaded: every plan then fails with KeyUnavailable."""
+    current_secret: SecretView | None = None
+
+
+def plan_credential(
+    credential: CredentialView,
+    inputs: Inputs,
+    *,
+    cred_type: registry.CredentialTypeSpec | None,
+    env_lookup: EnvLookup,
+    env_policy: envrefs.EnvPolicy,
+    referenced_secrets: collections.abc.Mapping[str, collections.abc.Mapping[str, str] | None],
+    duplicate_of: str | None = None,
+) -> Plan:
+    """Plan the managed Secret and status of a (non-mirror) Credential.
+
+    `referenced_secrets` maps each Secret named in spec.valueFrom to its decoded data, or None when
+    it does not exist. `duplicate_of` names an older Credential in the namespace with the same id.
+    """
+    content = _resolve_content(
+        credential,
+        cred_type=cred_type,
+        env_lookup=env_lookup,
+        env_policy=env_policy,
+        referenced_secrets=referenced_secrets,
+        duplicate_of=duplicate_of,
+    )
+    if isinstance(content, Failure):
+        return _failed(credential, inputs, content)
+    assert cred_type is not None
+    return _plan_encrypted(credential, inputs, content, type_version=cred_type.version)
+
+
+def plan_mirror(
+    mirror: CredentialView,
+    inputs: Inputs,
+    *,
+    source_content: redaction.SecretFields | Failure,
+    type_version: int | float | None,
+) -> Plan:
+    """Plan the Secret and status of a read-only mirror from its source's plaintext (or failure)."""
+    if isinstance(source_content, Failure):
+        return _failed(mirror, inputs, source_content)
+    return _plan_encrypted(mirror, inputs, source_content, type_version=type_version)
+
+
+def _resolve_content(
+    credential: CredentialView,
+    *,
+    cred_type: registry.CredentialTypeSpec | None,
+    env_lookup: EnvLookup,
+    env_policy: envrefs.EnvPolicy,
+    referenced_secrets: collections.abc.Mapping[str, collections.abc.Mapping[str, str] | None],
+    duplicate_of: str | None,
+) -> redaction.SecretFields | Failure:
+    """Validate and resolve a Credential's fields; return the plaintext or the first kind of failure."""
+    where = f"Credential {credential.namespace}/{credential.name}"
+    if duplicate_of:
+        return Failure(
+            "DuplicateId",
+            (
+                f"{where}: id '{credential.credential_id}' is already used by Credential '{duplicate_of}' in this "
+                "namespace; set a different spec.id (or remove it to use the object's uid)"
+            ),
+        )
+    data = {str(k): str(v) for k, v in (credential.spec.get("data") or {}).items()}
+    value_from = credential.spec.get("valueFrom") or {}
+    problems = validation.check_spec(cred_type, credential.type_name, data, list(value_from))
+    if cred_type is None:
+        return Failure("UnknownType", f"{where}: {validation.summarize(problems)}")
+    if problems:
+        return Failure("ValidationFailed", f"{where}: {validation.summarize(problems)}")
+
+    resolved, reference_problems = envrefs.resolve_fields(data, env_lookup, env_policy, credential.namespace)
+    forbidden = [p for p in reference_problems if p.kind == "forbidden"]
+    if forbidden:
+        return Failure("EnvReferenceForbidden", f"{where}: " + "; ".join(p.message for p in forbidden))
+    if reference_problems:
+        return Failure("EnvReferenceMissing", f"{where}: " + "; ".join(p.message for p in reference_problems))
+
+    missing: list[str] = []
+    for field, source in sorted(value_from.items()):
+        ref = source.get("secretKeyRef") or {}
+        secret_name, key = str(ref.get("name", "")), str(ref.get("key", ""))
+        secret_data = referenced_secrets.get(secret_name)
+        if secret_data is None:
+            missing.append(
+                f"field '{field}' refers to Secret '{secret_name}', which does not exist in namespace "
+                f"{credential.namespace}: create it or fix spec.valueFrom.{field}.secretKeyRef.name"
+            )
+        elif key not in secret_data:
+            missing.append(
+                f"field '{field}' refers to key '{key}' of Secret '{secret_name}', which has no such "
+                f"key: add it or fix spec.valueFrom.{field}.secretKeyRef.key"
+            )
+        else:
+            resolved[str(field)] = secret_data[key]
+    if missing:
+        return Failure("SecretReferenceMissing", f"{where}: " + "; ".join(missing))
+
+    fields, problems = validation.finalize(cred_type, resolved)
+    if problems:
+        return Failure("ValidationFailed", f"{where}: {validation.summarize(problems)}")
+    return fields
+
+
+def _plan_encrypted(
+    credential: CredentialView,
+    inputs: Inputs,
+    content: redaction.SecretFields,
+    *,
+    type_version: int | float | None,
+) -> Plan:
+    where = f"Credential {credential.namespace}/{credential.name}"
+    current = inputs.current_secret
+    if current is not None and current.controller_uid != credential.uid:
+        return _failed(
+            credential,
+            inputs,
+            Failure(
+                "SecretConflict",
+                (
+                    f"{where}: Secret '{credential.secret_name}' already exists and is not managed by this Credential; "
+                    "delete or rename that Secret, or set spec.target.secretName to a free name"
+                ),
+            ),
+        )
+    if inputs.keyring is None:
+        return _failed(
+            credential,
+            inputs,
+            Failure(
+                "KeyUnavailable",
+                (f"{where}: the operator has no usable keyring; see the operator log and the keyring Secret"),
+            ),
+        )
+
+    ring = inputs.keyring
+    plaintext = envelope.encode_plaintext(content)
+    aad = envelope.associated_data(
+        credential.namespace, credential.secret_name, credential.credential_id, credential.type_name
+    )
+    wanted_hmac = envelope.content_hmac(ring.active_id, ring.active_key, aad, plaintext)
+    wanted_meta = _secret_metadata(credential, wanted_hmac)
+
+    if current is not None and _secret_is_current(current, ring, aad, plaintext, wanted_meta):
+        key_id = envelope.key_id_of(current.data.get(names.SECRET_KEY_ENCRYPTED_DATA, "")) or ring.active_id
+        secret = None
+    else:
+        token = envelope.seal(plaintext, ring.active_id, ring.active_key, aad, inputs.random_bytes)
+        secret = _secret_object(credential, wanted_meta, token)
+        key_id = ring.active_id
+
+    previous = credential.status
+    status: Json = {
+        "id": credential.credential_id,
+        "displayName": credential.display_name,
+        "secretName": credential.secret_name,
+        "keyId": key_id,
+        "typeVersion": type_version,
+        "fields": sorted(content),
+        "shared": credential.shared_from is not None,
+        "sharedFrom": "/".join(credential.shared_from) if credential.shared_from else None,
+        "createdDate": previous.get("createdDate") or inputs.now,
+        "updatedDate": inputs.now if secret is not None or not previous.get("updatedDate") else previous["updatedDate"],
+        "observedGeneration": credential.generation,
+        "conditions": [
+            _condition(
+                previous,
+                "True",
+                "Encrypted",
+                (f"Secret {credential.secret_name} holds {len(content)} field(s) encrypted with key {key_id}"),
+                inputs.now,
+                credential.generation,
+            )
+        ],
+    }
+    event = None
+    if _ready_reason(previous) not in (None, "Encrypted"):
+        event = Event("Normal", "Encrypted", f"{where} is Ready again: Secret {credential.secret_name} is up to date")
+    return Plan(status=status, secret=secret, event=event, content=content)
+
+
+def _failed(credential: CredentialView, inputs: Inputs, failure: Failure) -> Plan:
+    """Keep everything the status said about the last good Secret; only the condition changes."""
+    previous = credential.status
+    status: Json = {
+        key: previous[key]
+        for key in ("id", "secretName", "keyId", "typeVersion", "fields", "createdDate", "updatedDate")
+        if key in previous
+    }
+    status.update(
+        {
+            "displayName": credential.display_name,
+            "shared": credential.shared_from is not None,
+            "sharedFrom": "/".join(credential.shared_from) if credential.shared_from else None,
+            "observedGeneration": credential.generation,
+            "conditions": [
+                _condition(previous, "False", failure.reason, failure.message, inputs.now, credential.generation)
+            ],
+        }
+    )
+    old = _ready(previous)
+    changed = old is None or old.get("reason") != failure.reason or old.get("message") != failure.message
+    event = Event("Warning", failure.reason, failure.message) if changed else None
+    return Plan(status=status, failure=failure, event=event)
+
+
+def _ready(
+    status: collections.abc.Mapping[str, typing.Any],
+) -> collections.abc.Mapping[str, typing.Any] | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == names.READY_CONDITION:
+            return typing.cast(collections.abc.Mapping[str, typing.Any], condition)
+    return None
+
+
+def _ready_reason(status: collections.abc.Mapping[str, typing.Any]) -> str | None:
+    condition = _ready(status)
+    return None if condition is None else str(condition.get("reason"))
+
+
+def _condition(
+    previous: collections.abc.Mapping[str, typing.Any],
+    state: str,
+    reason: str,
+    message: str,
+    now: str,
+    generation: int,
+) -> Json:
+    old = _ready(previous)
+    since = old.get("lastTransitionTime") if old and old.get("status") == state else None
+    return {
+        "type": names.READY_CONDITION,
+        "status": state,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since or now,
+        "observedGeneration": generation,
+    }
+
+
+def _secret_metadata(credential: CredentialView, content_hmac: str) -> Json:
+    labels = {
+        names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE,
+        names.CREDENTIAL_LABEL: credential.name,
+        names.TYPE_LABEL: credential.type_name,
+    }
+    if credential.shared_from:
+        labels[names.SHARED_FROM_LABEL] = names.mirror_name(*credential.shared_from)
+    return {
+        "labels": labels,
+        "annotations": {names.CONTENT_HMAC_ANNOTATION: content_hmac},
+        "data": {
+            names.SECRET_KEY_CREDENTIAL_NAME: credential.type_name,
+            names.SECRET_KEY_NAME: credential.display_name,
+            names.SECRET_KEY_ID: credential.credential_id,
+        },
+    }
+
+
+def _secret_is_current(current: SecretView, ring: keyring.Keyring, aad: bytes, plaintext: bytes, wanted: Json) -> bool:
+    """True when the Secret already holds this plaintext, under the active key, with the right metadata.
+
+    The HMAC annotation alone is not trusted: the ciphertext is opened too, so an edited or
+    truncated Secret is rewritten (tamper repair), not skipped.
+    """
+    if current.type != names.SECRET_TYPE:
+        return False
+    if any(current.labels.get(k) != v for k, v in wanted["labels"].items()):
+        return False
+    if current.annotations.get(names.CONTENT_HMAC_ANNOTATION) != wanted["annotations"][names.CONTENT_HMAC_ANNOTATION]:
+        return False
+    expected_keys = {names.SECRET_KEY_ENCRYPTED_DATA, *wanted["data"]}
+    if set(current.data) != expected_keys:
+        return False
+    if any(current.data.get(k) != v for k, v in wanted["data"].items()):
+        return False
+    token = current.data.get(names.SECRET_KEY_ENCRYPTED_DATA, "")
+    if envelope.key_id_of(token) != ring.active_id:
+        return False
+    try:
+        opened = envelope.open_envelope(token, ring.keys, aad)
+    except envelope.EnvelopeError:
+        return False
+    return hmac.compare_digest(opened, plaintext)
+
+
+def _secret_object(credential: CredentialView, meta: Json, token: str) -> Json:
+    data = {names.SECRET_KEY_ENCRYPTED_DATA: token, **meta["data"]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": names.SECRET_TYPE,
+        "metadata": {
+            "name": credential.secret_name,
+            "namespace": credential.namespace,
+            "labels": meta["labels"],
+            "annotations": meta["annotations"],
+            "ownerReferences": [
+                {
+                    "apiVersion": names.API_VERSION,
+                    "kind": names.CREDENTIAL_KIND,
+                    "name": credential.name,
+                    "uid": credential.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
+    }
+
+
+def status_patch(current: collections.abc.Mapping[str, typing.Any], desired: Json) -> Json | None:
+    """The merge patch that turns `current` status into `desired`, or None when nothing differs.
+
+    Keys the desired status does not mention (like `sharedWith`, owned by the share controller)
+    are left alone.
+    """
+    patch = {key: value for key, value in desired.items() if current.get(key) != value}
+    return patch or None
+
+
+def open_managed_secret(
+    credential: CredentialView, secret: SecretView, ring: keyring.Keyring
+) -> redaction.SecretFields:
+    """Decrypt a managed Secret's content (for mirrors and `credbridge reveal`).
+
+    Raises envelope.EnvelopeError, with its one opaque message, when it cannot be opened.
+    """
+    aad = envelope.associated_data(
+        credential.namespace, credential.secret_name, credential.credential_id, credential.type_name
+    )
+    token = secret.data.get(names.SECRET_KEY_ENCRYPTED_DATA, "")
+    return envelope.decode_plaintext(envelope.open_envelope(token, ring.keys, aad))
+
+
+def find_duplicate_id(credential: CredentialView, others: collections.abc.Iterable[tuple[str, str, str]]) -> str | None:
+    """Name of an older Credential in the namespace with the same id, if any.
+
+    `others` are (name, id, creationTimestamp) of the namespace's Credentials. The oldest keeps the
+    id; ties break by name, so exactly one of a group of duplicates stays Ready.
+    """
+    mine = None
+    candidates = []
+    for name, credential_id, created in others:
+        if name == credential.name:
+            mine = (created, name)
+        elif credential_id == credential.credential_id:
+            candidates.append((created, name))
+    if mine is None or not candidates:
+        return None
+    older = [candidate for candidate in candidates if candidate < mine]
+    return min(older)[1] if older else None
