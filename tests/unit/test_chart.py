@@ -1,0 +1,252 @@
+"""The Helm chart and the static install manifests, checked with the helm the project builds.
+
+The chart is how most clusters get credbridge, and deploy/ is rendered from it: these tests catch a
+chart that does not lint or render, values that do not reach the operator's flags, RBAC that grew a
+wildcard, a schema that lets typos through, and CRD copies or manifests that drifted from their source.
+"""
+
+from __future__ import annotations
+
+import base64
+import pathlib
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "credbridge"
+CI_VALUES = CHART / "ci" / "ci-values.yaml"
+NAMESPACE = "credbridge-system"
+
+
+@pytest.fixture(scope="module")
+def helm() -> pathlib.Path:
+    """The helm binary hack/controlplane/build.sh builds; its absence is a setup error, not a skip."""
+    dirs = subprocess.run(
+        [str(ROOT / "hack" / "controlplane" / "build.sh"), "--print-dirs"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    binary = pathlib.Path(dirs[2]) / "helm"
+    if not binary.is_file():
+        pytest.fail(f"helm is not built ({binary} is missing): run `make controlplane` first")
+    return binary
+
+
+def run_helm(helm: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(helm), *args], capture_output=True, text=True, cwd=ROOT, check=False)
+
+
+def render(helm: pathlib.Path, *args: str) -> list[dict[str, Any]]:
+    """`helm template` the chart into the install namespace; return every object."""
+    result = run_helm(helm, "template", "credbridge", str(CHART), "--namespace", NAMESPACE, *args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+
+
+def values_file(tmp_path: pathlib.Path, values: dict[str, Any]) -> Sequence[str]:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return ("--values", str(path))
+
+
+def find(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    matches = [obj for obj in objects if obj["kind"] == kind]
+    assert len(matches) == 1, f"expected one {kind}, found {len(matches)}"
+    return matches[0]
+
+
+def container_args(objects: list[dict[str, Any]]) -> list[str]:
+    deployment = find(objects, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return list(container["args"])
+
+
+@pytest.mark.parametrize("extra", [(), ("--values", str(CI_VALUES))], ids=["defaults", "ci-values"])
+def test_helm_lint_passes(helm: pathlib.Path, extra: tuple[str, ...]) -> None:
+    result = run_helm(helm, "lint", "--strict", str(CHART), *extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_chart_crds_are_exact_copies_of_the_repository_crds() -> None:
+    source = {path.name: path.read_bytes() for path in (ROOT / "crds").glob("*.yaml")}
+    copies = {path.name: path.read_bytes() for path in (CHART / "crds").glob("*")}
+    assert source, "crds/ holds no CRD"
+    assert sorted(copies) == sorted(source), "run hack/render-manifests.sh"
+    for name, content in source.items():
+        assert copies[name] == content, f"charts/credbridge/crds/{name} differs: run hack/render-manifests.sh"
+
+
+@pytest.mark.parametrize("extra", [(), ("--values", str(CI_VALUES))], ids=["defaults", "ci-values"])
+def test_template_renders_well_formed_objects(helm: pathlib.Path, extra: tuple[str, ...]) -> None:
+    objects = render(helm, "--include-crds", *extra)
+    kinds = {obj["kind"] for obj in objects}
+    assert {
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "Secret",
+        "ValidatingWebhookConfiguration",
+    } <= kinds
+    for obj in objects:
+        assert obj.get("apiVersion") and obj.get("kind"), obj
+        assert obj["metadata"].get("name"), obj
+
+
+def test_container_args_reflect_values(helm: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    values = {
+        "envAllow": ["CRED_*", "LLM_*"],
+        "envPolicy": [{"pattern": "CRED_TEAM_A_*", "namespaces": ["team-a", "team-c"]}],
+        "watchNamespaces": ["team-a", "team-b"],
+        "literalSecrets": "deny",
+        "keyringSecret": "my-keyring",
+        "logFormat": "text",
+    }
+    args = container_args(render(helm, *values_file(tmp_path, values)))
+    assert [a for a in args if a.startswith("--env-allow=")] == ["--env-allow=CRED_*", "--env-allow=LLM_*"]
+    assert "--env-policy=CRED_TEAM_A_*=team-a,team-c" in args
+    assert [a for a in args if a.startswith("--namespace=")] == ["--namespace=team-a", "--namespace=team-b"]
+    assert "--literal-secrets=deny" in args
+    assert "--keyring-secret=my-keyring" in args
+    assert "--log-format=text" in args
+
+
+def test_default_args_watch_all_namespaces_and_use_the_mounted_certificate(helm: pathlib.Path) -> None:
+    objects = render(helm)
+    args = container_args(objects)
+    assert not [a for a in args if a.startswith("--namespace")]
+    assert "--env-allow=CRED_*" in args
+    assert "--literal-secrets=warn" in args
+    assert "--webhook-certfile=/etc/credbridge/webhook/tls.crt" in args
+    assert not [a for a in args if a.startswith("--peering")]
+    pod = find(objects, "Deployment")["spec"]["template"]["spec"]
+    env = {item["name"]: item for item in pod["containers"][0]["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    secret_volumes = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
+    assert secret_volumes == [find(objects, "Secret")["metadata"]["name"]]
+
+
+@pytest.mark.parametrize("extra", [(), ("--values", str(CI_VALUES))], ids=["defaults", "ci-values"])
+def test_cluster_role_has_no_wildcards(helm: pathlib.Path, extra: tuple[str, ...]) -> None:
+    role = find(render(helm, *extra), "ClusterRole")
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule.get(field, []), f"wildcard in {field}: {rule}"
+        assert "resourceNames" not in rule or rule["resourceNames"]
+
+
+def test_peering_rules_only_with_peering(helm: pathlib.Path) -> None:
+    def groups(*args: str) -> set[str]:
+        role = find(render(helm, *args), "ClusterRole")
+        return {group for rule in role["rules"] for group in rule["apiGroups"]}
+
+    assert "kopf.dev" not in groups()
+    assert "kopf.dev" in groups("--set", "peering.enabled=true")
+    assert "admissionregistration.k8s.io" not in groups()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--set", "literalScrets=deny"),
+        ("--set", "literalSecrets=block"),
+        ("--set", "logFormat=xml"),
+        ("--set", "webhook.failurePolicy=fail"),
+        ("--set", "webhook.enabeld=false"),
+    ],
+    ids=[
+        "unknown-top-level-key",
+        "bad-literalSecrets",
+        "bad-logFormat",
+        "bad-failurePolicy",
+        "unknown-webhook-key",
+    ],
+)
+def test_schema_rejects_typos_and_bad_enum_values(helm: pathlib.Path, args: tuple[str, ...]) -> None:
+    result = run_helm(helm, "template", "credbridge", str(CHART), "--namespace", NAMESPACE, *args)
+    assert result.returncode != 0
+    assert "schema" in result.stderr.lower(), result.stderr
+
+
+def test_more_than_one_replica_requires_peering(helm: pathlib.Path) -> None:
+    result = run_helm(helm, "template", "credbridge", str(CHART), "--set", "replicaCount=2")
+    assert result.returncode != 0
+    assert "peering.enabled" in result.stderr
+    assert find(render(helm, "--set", "replicaCount=2", "--set", "peering.enabled=true"), "Deployment")
+
+
+def test_webhook_uses_the_service_by_default(helm: pathlib.Path) -> None:
+    config = find(render(helm), "ValidatingWebhookConfiguration")
+    hooks = {hook["name"]: hook for hook in config["webhooks"]}
+    assert set(hooks) == {"credentials.credbridge.io", "secrets.credbridge.io"}
+    assert hooks["credentials.credbridge.io"]["clientConfig"]["service"]["path"] == "/validate-credentials"
+    assert hooks["secrets.credbridge.io"]["clientConfig"]["service"]["path"] == "/protect-mirror-secrets"
+    assert hooks["credentials.credbridge.io"]["failurePolicy"] == "Fail"
+    assert hooks["secrets.credbridge.io"]["objectSelector"] == {
+        "matchLabels": {"app.kubernetes.io/managed-by": "credbridge"}
+    }
+    for hook in hooks.values():
+        assert hook["sideEffects"] == "None"
+        assert hook["admissionReviewVersions"] == ["v1"]
+        assert hook["timeoutSeconds"] == 5
+
+
+def test_webhook_url_replaces_the_service(helm: pathlib.Path) -> None:
+    objects = render(helm, "--set", "webhook.url=https://127.0.0.1:9443")
+    config = find(objects, "ValidatingWebhookConfiguration")
+    urls = {hook["name"]: hook["clientConfig"] for hook in config["webhooks"]}
+    assert urls["credentials.credbridge.io"].get("url") == "https://127.0.0.1:9443/validate-credentials"
+    assert urls["secrets.credbridge.io"].get("url") == "https://127.0.0.1:9443/protect-mirror-secrets"
+    assert not any("service" in client for client in urls.values())
+
+
+def test_ca_bundle_signs_a_certificate_for_the_service_and_extra_sans(helm: pathlib.Path) -> None:
+    objects = render(helm, "--set", "webhook.extraSANs={127.0.0.1,localhost}")
+    secret = find(objects, "Secret")
+    config = find(objects, "ValidatingWebhookConfiguration")
+    ca_pem = base64.b64decode(secret["data"]["ca.crt"])
+    assert all(base64.b64decode(hook["clientConfig"]["caBundle"]) == ca_pem for hook in config["webhooks"])
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    cert.verify_directly_issued_by(ca)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"credbridge.{NAMESPACE}.svc" in sans.get_values_for_type(x509.DNSName)
+    assert "localhost" in sans.get_values_for_type(x509.DNSName)
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+
+
+def test_render_manifests_check_passes() -> None:
+    result = subprocess.run(
+        [str(ROOT / "hack" / "render-manifests.sh"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_documents_every_value() -> None:
+    def keys(values: dict[str, Any], prefix: str = "") -> list[str]:
+        found = []
+        for key, value in values.items():
+            path = f"{prefix}{key}"
+            # Kubernetes pass-through objects are documented as a whole, not field by field.
+            if isinstance(value, dict) and value and key not in {"resources", "podSecurityContext", "securityContext"}:
+                found.extend(keys(value, f"{path}."))
+            else:
+                found.append(path)
+        return found
+
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = [key for key in keys(values) if f"| `{key}` |" not in readme]
+    assert not missing, f"charts/credbridge/README.md does not document: {missing}"
