@@ -24,8 +24,10 @@ def test_deleted_namespace_is_finalized_by_the_namespace_controller(
 ) -> None:
     core = client.CoreV1Api(kube_api)
     name = namespaces.create("gone")
-    core.create_namespaced_config_map(name, client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(name="content", labels=TEST_LABEL), data={"k": "v"}))
+    core.create_namespaced_config_map(
+        name,
+        client.V1ConfigMap(metadata=client.V1ObjectMeta(name="content", labels=TEST_LABEL), data={"k": "v"}),
+    )
     core.delete_namespace(name)
 
     def namespace_gone() -> bool:
@@ -38,16 +40,23 @@ def test_deleted_namespace_is_finalized_by_the_namespace_controller(
     wait_for(namespace_gone, timeout=60, message=f"namespace {name} to be deleted")
 
 
-def test_secret_owned_by_a_deleted_object_is_garbage_collected(
-    kube_api: client.ApiClient, namespace: str
-) -> None:
+def test_secret_owned_by_a_deleted_object_is_garbage_collected(kube_api: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(kube_api)
-    owner = core.create_namespaced_config_map(namespace, client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(name="owner", labels=TEST_LABEL)))
-    core.create_namespaced_secret(namespace, client.V1Secret(metadata=client.V1ObjectMeta(
-        name="owned", labels=TEST_LABEL,
-        owner_references=[client.V1OwnerReference(
-            api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)])))
+    owner = core.create_namespaced_config_map(
+        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner", labels=TEST_LABEL))
+    )
+    core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name="owned",
+                labels=TEST_LABEL,
+                owner_references=[
+                    client.V1OwnerReference(api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)
+                ],
+            )
+        ),
+    )
     core.delete_namespaced_config_map("owner", namespace)
 
     def secret_collected() -> bool:
@@ -68,25 +77,40 @@ def test_rbac_denies_an_impersonated_user_without_rights(impersonate, namespace:
 
 
 def test_audit_log_records_writes_by_user(
-    kube_api: client.ApiClient, impersonate, namespace: str, audit: AuditLog  # type: ignore[no-untyped-def]
+    kube_api: client.ApiClient,
+    impersonate,
+    namespace: str,
+    audit: AuditLog,  # type: ignore[no-untyped-def]
 ) -> None:
     rbac = client.RbacAuthorizationV1Api(kube_api)
     user = unique_name("writer")
-    rbac.create_namespaced_role(namespace, client.V1Role(
-        metadata=client.V1ObjectMeta(name="cm-writer", labels=TEST_LABEL),
-        rules=[client.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=["create"])]))
-    rbac.create_namespaced_role_binding(namespace, client.V1RoleBinding(
-        metadata=client.V1ObjectMeta(name="cm-writer", labels=TEST_LABEL),
-        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="cm-writer"),
-        subjects=[client.RbacV1Subject(kind="User", name=user, api_group="rbac.authorization.k8s.io")]))
+    rbac.create_namespaced_role(
+        namespace,
+        client.V1Role(
+            metadata=client.V1ObjectMeta(name="cm-writer", labels=TEST_LABEL),
+            rules=[client.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=["create"])],
+        ),
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name="cm-writer", labels=TEST_LABEL),
+            role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="cm-writer"),
+            subjects=[client.RbacV1Subject(kind="User", name=user, api_group="rbac.authorization.k8s.io")],
+        ),
+    )
     mark = audit.mark()
     as_user = client.CoreV1Api(impersonate(user))
     for index in range(3):
-        as_user.create_namespaced_config_map(namespace, client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name=f"cm-{index}", labels=TEST_LABEL)))
+        as_user.create_namespaced_config_map(
+            namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=f"cm-{index}", labels=TEST_LABEL))
+        )
 
-    writes = wait_for(lambda: len(audit.writes(since=mark, user=user)) == 3 and audit.writes(since=mark, user=user),
-                      timeout=10, message="three audited writes")
+    writes = wait_for(
+        lambda: len(audit.writes(since=mark, user=user)) == 3 and audit.writes(since=mark, user=user),
+        timeout=10,
+        message="three audited writes",
+    )
     assert {event["objectRef"]["name"] for event in writes} == {"cm-0", "cm-1", "cm-2"}
     assert all(event["verb"] == "create" for event in writes)
     assert audit.writes(since=mark, user=unique_name("someone-else")) == []

@@ -53,19 +53,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if command == "down":
         return _down()
-    if command == "status":
-        state = _load()
-        if not state:
-            print("credbridge dev: nothing is running (start it with `credbridge dev up`)")
-            return 1
-        _print_status(state)
-        return 0
-    if command == "kubectl":
-        state = _load()
-        if not state:
+    if command in ("status", "kubectl"):
+        loaded = _load()
+        if not loaded:
             print("credbridge dev: nothing is running (start it with `credbridge dev up`)", file=sys.stderr)
             return 1
-        return subprocess.call([state["kubectl"], "--kubeconfig", state["kubeconfig"], *args.args])
+        if command == "status":
+            _print_status(loaded)
+            return 0
+        return subprocess.call([loaded["kubectl"], "--kubeconfig", loaded["kubeconfig"], *args.args])
     if command == "demo":
         return _demo()
     raise AssertionError(command)
@@ -94,10 +90,10 @@ def _save(state: dict[str, Any]) -> None:
 
 
 def _up() -> dict[str, Any]:
-    state = _load()
-    if state:
+    running_state = _load()
+    if running_state:
         print("credbridge dev: the control plane is already running", file=sys.stderr)
-        return state
+        return running_state
     _down(quiet=True)
     workdir = STATE_DIR.resolve() / "controlplane"
     plane = controlplane.start(workdir, die_with_parent=False, progress=True)
@@ -129,14 +125,21 @@ def _start_operator(state: dict[str, Any]) -> None:
     log = STATE_DIR.resolve() / "operator.log"
     print(f"credbridge: starting the operator (log: {log})", file=sys.stderr)
     process = operator.start(
-        pathlib.Path(state["kubeconfig"]), log,
+        pathlib.Path(state["kubeconfig"]),
+        log,
         args=["--operator-namespace", OPERATOR_NAMESPACE, "--log-level", "info"],
-        env=DEMO_ENV, die_with_parent=False,
+        env=DEMO_ENV,
+        die_with_parent=False,
     )
-    state["processes"].append({
-        "name": "operator", "pid": process.popen.pid, "match": "credbridge.cli.main", "log": str(log),
-        "metrics": f"http://127.0.0.1:{process.metrics_port}/metrics",
-    })
+    state["processes"].append(
+        {
+            "name": "operator",
+            "pid": process.popen.pid,
+            "match": "credbridge.cli.main",
+            "log": str(log),
+            "metrics": f"http://127.0.0.1:{process.metrics_port}/metrics",
+        }
+    )
     _save(state)
 
 
@@ -174,8 +177,12 @@ def _print_status(state: dict[str, Any]) -> None:
 
 
 def _kubectl(state: dict[str, Any], *args: str, check: bool = True) -> str:
-    result = subprocess.run([state["kubectl"], "--kubeconfig", state["kubeconfig"], *args],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [state["kubectl"], "--kubeconfig", state["kubeconfig"], *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if check and result.returncode != 0:
         raise SystemExit(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
     return result.stdout
@@ -197,8 +204,14 @@ def _demo() -> int:
         _kubectl(state, "apply", "--server-side", "-f", str(manifest))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        ready = _kubectl(state, "get", "credentials", "-A", "-o",
-                         "jsonpath={range .items[*]}{.status.conditions[0].status}{\"\\n\"}{end}").split()
+        ready = _kubectl(
+            state,
+            "get",
+            "credentials",
+            "-A",
+            "-o",
+            'jsonpath={range .items[*]}{.status.conditions[0].status}{"\\n"}{end}',
+        ).split()
         total = len(_kubectl(state, "get", "credentials", "-A", "-o", "name").split())
         if total and len(ready) == total:
             break
@@ -206,8 +219,10 @@ def _demo() -> int:
     _show(state, "get", "credentials", "-A")
     _show(state, "get", "credentialshares", "-A")
     _show(state, "get", "secrets", "-A", "-l", "app.kubernetes.io/managed-by=credbridge")
-    _show(state, "get", "credentialtypes", "--no-headers", "-o", "custom-columns=TYPE:.spec.name")
+    types = _kubectl(state, "get", "credentialtypes", "-o", "name").split()
+    print(f"\n{len(types)} credential types are installed; the first few:")
+    print("\n".join(_kubectl(state, "get", "credentialtypes").splitlines()[:6]))
     print("\nThe operator's environment held CRED_DEMO_OPENAI_API_KEY; the Secret holds only ciphertext.")
-    print("Try: credbridge dev kubectl describe credential invalid-openai -n team-a")
+    print("Try: credbridge dev kubectl describe credential staging-anthropic -n team-a")
     print("Stop everything with: make demo-down")
     return 0

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 import credbridge
-from credbridge.cli import dev
+from credbridge.cli import dev, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"credbridge {credbridge.__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (dev,):
+    for module in (run, dev):
         module.add_parser(subparsers)
     return parser
 

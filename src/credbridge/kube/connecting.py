@@ -11,8 +11,9 @@ import os
 from kubernetes import client, config
 
 
-def api_client(kubeconfig: str | None = None, *, as_user: str | None = None, as_group: str | None = None
-               ) -> client.ApiClient:
+def api_client(
+    kubeconfig: str | None = None, *, as_user: str | None = None, as_group: str | None = None
+) -> client.ApiClient:
     """Return an ApiClient for `kubeconfig`, $KUBECONFIG, ~/.kube/config, or the Pod's service account.
 
     `as_user`/`as_group` add impersonation headers, so the API server authorizes requests as that
@@ -37,3 +38,11 @@ def api_client(kubeconfig: str | None = None, *, as_user: str | None = None, as_
 def service_account_user(namespace: str, name: str) -> str:
     """The user name the API server gives a ServiceAccount, for impersonation and RBAC subjects."""
     return f"system:serviceaccount:{namespace}:{name}"
+
+
+def whoami(api: client.ApiClient) -> str:
+    """The user name the API server sees for `api` (a SelfSubjectReview)."""
+    review = client.AuthenticationV1Api(api).create_self_subject_review(
+        client.V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview")
+    )
+    return str(review.status.user_info.username)

@@ -122,12 +122,13 @@ class ControlPlane:
         kubectl = str(self.binaries.kubectl) if self.binaries else (shutil.which("kubectl") or "kubectl")
         result = subprocess.run(
             [kubectl, "--kubeconfig", str(self.kubeconfig), *args],
-            capture_output=True, text=True, input=input, check=False,
+            capture_output=True,
+            text=True,
+            input=input,
+            check=False,
         )
         if check and result.returncode != 0:
-            raise subprocess.CalledProcessError(
-                result.returncode, ["kubectl", *args], result.stdout, result.stderr
-            )
+            raise subprocess.CalledProcessError(result.returncode, ["kubectl", *args], result.stdout, result.stderr)
         return result.stdout
 
     def install_crds(self) -> None:
@@ -185,9 +186,14 @@ def start(
     serving_cert, serving_key = certs.issue(ca, "kube-apiserver", hosts=["127.0.0.1", "localhost"]).write(
         pki, "apiserver"
     )
-    admin_cert, admin_key = certs.issue(
-        ca, ADMIN_USER, organizations=["system:masters"], client=True
-    ).write(pki, "admin")
+    admin_cert, admin_key = certs.issue(ca, ADMIN_USER, organizations=["system:masters"], client=True).write(
+        pki, "admin"
+    )
+    # kube-controller-manager gets its own identity, and its controllers their service accounts, as in
+    # a real cluster: webhooks and audit then see the garbage collector as who it is.
+    kcm_cert, kcm_key = certs.issue(ca, "system:kube-controller-manager", client=True).write(
+        pki, "kube-controller-manager"
+    )
     sa_private, sa_public = certs.make_rsa_keypair()
     (pki / "sa.key").write_bytes(sa_private)
     (pki / "sa.pub").write_bytes(sa_public)
@@ -196,69 +202,100 @@ def start(
     audit_log = workdir / "audit.log"
 
     plane = ControlPlane(
-        workdir=workdir, kubeconfig=workdir / "kubeconfig", server="", audit_log=audit_log,
-        binaries=binaries, ca_file=ca_file, ca_key_file=ca_key_file,
+        workdir=workdir,
+        kubeconfig=workdir / "kubeconfig",
+        server="",
+        audit_log=audit_log,
+        binaries=binaries,
+        ca_file=ca_file,
+        ca_key_file=ca_key_file,
     )
     try:
         etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         _say(progress, f"starting etcd on {etcd_url}")
-        plane.processes.append(_spawn("etcd", workdir, [
-            str(binaries.etcd),
-            f"--data-dir={workdir / 'etcd'}",
-            f"--listen-client-urls={etcd_url}",
-            f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}",
-            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}",
-            "--unsafe-no-fsync=true",
-            "--log-level=warn",
-        ], die_with_parent))
+        plane.processes.append(
+            _spawn(
+                "etcd",
+                workdir,
+                [
+                    str(binaries.etcd),
+                    f"--data-dir={workdir / 'etcd'}",
+                    f"--listen-client-urls={etcd_url}",
+                    f"--advertise-client-urls={etcd_url}",
+                    f"--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}",
+                    f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}",
+                    f"--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}",
+                    "--unsafe-no-fsync=true",
+                    "--log-level=warn",
+                ],
+                die_with_parent,
+            )
+        )
         _wait(plane.processes[-1], timeout, lambda: _http_ok(f"{etcd_url}/health"))
 
         plane.server = f"https://127.0.0.1:{api_port}"
         _say(progress, f"starting kube-apiserver on {plane.server}")
-        plane.processes.append(_spawn("kube-apiserver", workdir, [
-            str(binaries.kube_apiserver),
-            f"--etcd-servers={etcd_url}",
-            f"--cert-dir={pki}",
-            f"--tls-cert-file={serving_cert}",
-            f"--tls-private-key-file={serving_key}",
-            f"--secure-port={api_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            "--endpoint-reconciler-type=none",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--authorization-mode=RBAC",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            f"--client-ca-file={ca_file}",
-            "--disable-admission-plugins=ServiceAccount",
-            "--allow-privileged=true",
-            f"--audit-policy-file={audit_policy}",
-            f"--audit-log-path={audit_log}",
-            "--audit-log-mode=blocking",
-            "--v=1",
-        ], die_with_parent))
+        plane.processes.append(
+            _spawn(
+                "kube-apiserver",
+                workdir,
+                [
+                    str(binaries.kube_apiserver),
+                    f"--etcd-servers={etcd_url}",
+                    f"--cert-dir={pki}",
+                    f"--tls-cert-file={serving_cert}",
+                    f"--tls-private-key-file={serving_key}",
+                    f"--secure-port={api_port}",
+                    "--bind-address=127.0.0.1",
+                    "--advertise-address=127.0.0.1",
+                    "--endpoint-reconciler-type=none",
+                    "--service-cluster-ip-range=10.0.0.0/24",
+                    "--authorization-mode=RBAC",
+                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                    f"--service-account-key-file={pki / 'sa.pub'}",
+                    f"--service-account-signing-key-file={pki / 'sa.key'}",
+                    f"--client-ca-file={ca_file}",
+                    "--disable-admission-plugins=ServiceAccount",
+                    "--allow-privileged=true",
+                    f"--audit-policy-file={audit_policy}",
+                    f"--audit-log-path={audit_log}",
+                    "--audit-log-mode=blocking",
+                    "--v=1",
+                ],
+                die_with_parent,
+            )
+        )
         _write_kubeconfig(plane.kubeconfig, plane.server, ca_file, admin_cert, admin_key)
         context = ssl.create_default_context(cafile=str(ca_file))
         context.load_cert_chain(str(admin_cert), str(admin_key))
         _wait(plane.processes[-1], timeout, lambda: _http_ok(f"{plane.server}/readyz", context))
 
+        kcm_kubeconfig = workdir / "kube-controller-manager.kubeconfig"
+        _write_kubeconfig(
+            kcm_kubeconfig, plane.server, ca_file, kcm_cert, kcm_key, user="system:kube-controller-manager"
+        )
         _say(progress, "starting kube-controller-manager (garbage collection, namespace deletion)")
-        plane.processes.append(_spawn("kube-controller-manager", workdir, [
-            str(binaries.kube_controller_manager),
-            f"--kubeconfig={plane.kubeconfig}",
-            "--leader-elect=false",
-            "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token",
-            f"--service-account-private-key-file={pki / 'sa.key'}",
-            f"--root-ca-file={ca_file}",
-            "--secure-port=0",
-            "--concurrent-gc-syncs=5",
-            "--concurrent-namespace-syncs=5",
-            "--v=1",
-        ], die_with_parent))
+        plane.processes.append(
+            _spawn(
+                "kube-controller-manager",
+                workdir,
+                [
+                    str(binaries.kube_controller_manager),
+                    f"--kubeconfig={kcm_kubeconfig}",
+                    "--use-service-account-credentials=true",
+                    "--leader-elect=false",
+                    "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token",
+                    f"--service-account-private-key-file={pki / 'sa.key'}",
+                    f"--root-ca-file={ca_file}",
+                    "--secure-port=0",
+                    "--concurrent-gc-syncs=5",
+                    "--concurrent-namespace-syncs=5",
+                    "--v=1",
+                ],
+                die_with_parent,
+            )
+        )
         _wait(plane.processes[-1], timeout, lambda: _default_service_account_exists(plane))
     except BaseException:
         plane.stop()
@@ -292,8 +329,12 @@ def _spawn(name: str, workdir: pathlib.Path, argv: Sequence[str], die_with_paren
     log = workdir / f"{name}.log"
     with log.open("ab") as handle:
         popen = subprocess.Popen(
-            argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
+            argv,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
         )
     return _Process(name, popen, log)
 
@@ -345,22 +386,41 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
 def _default_service_account_exists(plane: ControlPlane) -> bool:
     """The service-account controller made `default/default`: kube-controller-manager is working."""
     result = subprocess.run(
-        [str(plane.binaries.kubectl) if plane.binaries else "kubectl", "--kubeconfig", str(plane.kubeconfig),
-         "get", "serviceaccount", "default", "-n", "default", "-o", "name"],
-        capture_output=True, text=True, check=False,
+        [
+            str(plane.binaries.kubectl) if plane.binaries else "kubectl",
+            "--kubeconfig",
+            str(plane.kubeconfig),
+            "get",
+            "serviceaccount",
+            "default",
+            "-n",
+            "default",
+            "-o",
+            "name",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return result.returncode == 0
 
 
 def _write_kubeconfig(
-    path: pathlib.Path, server: str, ca_file: pathlib.Path, cert: pathlib.Path, key: pathlib.Path
+    path: pathlib.Path,
+    server: str,
+    ca_file: pathlib.Path,
+    cert: pathlib.Path,
+    key: pathlib.Path,
+    user: str = ADMIN_USER,
 ) -> None:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "credbridge-local", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
-        "users": [{"name": ADMIN_USER, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
-        "contexts": [{"name": "credbridge-local", "context": {"cluster": "credbridge-local", "user": ADMIN_USER}}],
+        "clusters": [
+            {"name": "credbridge-local", "cluster": {"server": server, "certificate-authority": str(ca_file)}}
+        ],
+        "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+        "contexts": [{"name": "credbridge-local", "context": {"cluster": "credbridge-local", "user": user}}],
         "current-context": "credbridge-local",
     }
     path.write_text(json.dumps(config, indent=2))

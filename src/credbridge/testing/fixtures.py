@@ -57,11 +57,19 @@ class Namespaces:
     api: client.ApiClient
     created: list[str] = dataclasses.field(default_factory=list)
 
-    def create(self, prefix: str = "t", *, labels: dict[str, str] | None = None,
-               annotations: dict[str, str] | None = None) -> str:
+    def create(
+        self,
+        prefix: str = "t",
+        *,
+        labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+    ) -> str:
         name = unique_name(prefix)
-        body = client.V1Namespace(metadata=client.V1ObjectMeta(
-            name=name, labels={**TEST_LABEL, **(labels or {})}, annotations=annotations or None))
+        body = client.V1Namespace(
+            metadata=client.V1ObjectMeta(
+                name=name, labels={**TEST_LABEL, **(labels or {})}, annotations=annotations or None
+            )
+        )
         client.CoreV1Api(self.api).create_namespace(body)
         self.created.append(name)
         return name
@@ -104,11 +112,14 @@ def run_operator(
     """Start `credbridge run` processes against the control plane; all are stopped after the test."""
     started: list[operator.OperatorProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, wait_ready: bool = True,
-              kubeconfig: pathlib.Path | None = None) -> operator.OperatorProcess:
+    def start(
+        *args: str,
+        env: dict[str, str] | None = None,
+        wait_ready: bool = True,
+        kubeconfig: pathlib.Path | None = None,
+    ) -> operator.OperatorProcess:
         log = tmp_path / f"operator-{len(started)}.log"
-        process = operator.start(kubeconfig or control_plane.kubeconfig, log, args=args, env=env,
-                                 wait_ready=wait_ready)
+        process = operator.start(kubeconfig or control_plane.kubeconfig, log, args=args, env=env, wait_ready=wait_ready)
         started.append(process)
         return process
 
@@ -140,8 +151,14 @@ class AuditLog:
             handle.seek(since)
             return [json.loads(line) for line in handle.read().splitlines() if line.strip()]
 
-    def writes(self, *, since: int = 0, user: str | None = None,
-               resources: Sequence[str] | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
+    def writes(
+        self,
+        *,
+        since: int = 0,
+        user: str | None = None,
+        resources: Sequence[str] | None = None,
+        namespace: str | None = None,
+    ) -> list[dict[str, Any]]:
         """Successful write requests, optionally only by `user`, on `resources`, in `namespace`."""
         selected = []
         for event in self.events(since):
@@ -166,11 +183,12 @@ def audit(control_plane: controlplane.ControlPlane) -> AuditLog:
     return AuditLog(control_plane.audit_log)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2,
-             message: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2, message: str = "condition"
+) -> Any:
     """Poll `predicate` until it returns something truthy; fail the test with `message` on timeout."""
     deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
+    last_error: client.ApiException | None = None
     while time.monotonic() < deadline:
         try:
             result = predicate()
@@ -179,13 +197,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
         if result:
             return result
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {message}"
-                + (f" (last API error: {last_error.status} {last_error.reason})" if last_error else ""))
+    pytest.fail(
+        f"timed out after {timeout:.0f}s waiting for {message}"
+        + (f" (last API error: {last_error.status} {last_error.reason})" if last_error else "")
+    )
 
 
-def kubectl_run(plane: controlplane.ControlPlane, *args: str, input: str | None = None
-                ) -> subprocess.CompletedProcess[str]:
+def kubectl_run(
+    plane: controlplane.ControlPlane, *args: str, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run kubectl and return the completed process without raising (tests inspect failures)."""
     kubectl = str(plane.binaries.kubectl) if plane.binaries else "kubectl"
-    return subprocess.run([kubectl, "--kubeconfig", str(plane.kubeconfig), *args],
-                          capture_output=True, text=True, input=input, check=False)
+    return subprocess.run(
+        [kubectl, "--kubeconfig", str(plane.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        check=False,
+    )

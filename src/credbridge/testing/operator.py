@@ -39,7 +39,7 @@ class OperatorProcess:
 
     def metrics(self) -> str:
         """The Prometheus text the operator exposes right now."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
             return str(r.read().decode())
 
     def stop(self, grace: float = 20.0) -> int:
@@ -66,22 +66,29 @@ def start(
 ) -> OperatorProcess:
     """Start `credbridge run` with `args` and extra `env`; wait until its health endpoint answers."""
     health, metrics, webhook = (controlplane.free_port() for _ in range(3))
-    environment = {
-        key: value for key, value in os.environ.items()
-        if not key.startswith(("CRED_", "CREDBRIDGE_"))
-    }
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("CRED_", "CREDBRIDGE_"))}
     environment.update({"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"})
     environment.update(env or {})
     argv = [
-        sys.executable, "-m", "credbridge.cli.main", "run",
-        "--health-port", str(health), "--metrics-port", str(metrics),
+        sys.executable,
+        "-m",
+        "credbridge.cli.main",
+        "run",
+        "--health-port",
+        str(health),
+        "--metrics-port",
+        str(metrics),
         *(["--webhook-port", str(webhook)] if "--webhook-port" not in args else []),
         *args,
     ]
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as handle:
         popen = subprocess.Popen(
-            argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment,
+            argv,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=environment,
             start_new_session=True,
             preexec_fn=controlplane._die_with_parent if die_with_parent else None,  # noqa: PLW1509
         )
@@ -102,7 +109,7 @@ def wait_until_ready(process: OperatorProcess, timeout: float) -> None:
                 + "\n".join(process.logs().splitlines()[-40:])
             )
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, OSError):

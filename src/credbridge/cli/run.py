@@ -1,0 +1,139 @@
+"""`credbridge run`: start the operator with settings from flags."""
+
+from __future__ import annotations
+
+import argparse
+
+from credbridge.core import names
+from credbridge.operator import runner
+from credbridge.operator import settings as settings_module
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run the operator",
+        description=(
+            "Run the credbridge operator: reconcile Credentials into encrypted Secrets, share them, and serve "
+            "the validating webhook, health and metrics endpoints."
+        ),
+    )
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        dest="namespaces",
+        metavar="NS",
+        help="serve only this namespace (repeatable; default: all namespaces)",
+    )
+    parser.add_argument(
+        "--operator-namespace",
+        default=runner.default_operator_namespace(),
+        help="namespace of the keyring Secret (default: $POD_NAMESPACE or credbridge-system)",
+    )
+    parser.add_argument(
+        "--keyring-secret",
+        default=names.DEFAULT_KEYRING_SECRET,
+        help="name of the keyring Secret (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--env-allow",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="glob of variables <<NAME>> may read (repeatable; default: CRED_*)",
+    )
+    parser.add_argument(
+        "--env-policy",
+        action="append",
+        default=[],
+        metavar="GLOB=NS[,NS]",
+        help="restrict variables matching GLOB to these namespaces (repeatable)",
+    )
+    parser.add_argument(
+        "--literal-secrets",
+        choices=["allow", "warn", "deny"],
+        default="warn",
+        help="what the webhook says to literal values in password fields (default: %(default)s)",
+    )
+    parser.add_argument("--health-port", type=int, default=8080, help="port of /healthz (default: %(default)s)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9090,
+        help="port of /metrics, 0 to turn off (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--webhook-port",
+        type=int,
+        default=9443,
+        help="port of the validating webhook, 0 to turn off (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--webhook-host",
+        default="127.0.0.1",
+        help="address the self-managed webhook listens on and the API server calls",
+    )
+    parser.add_argument(
+        "--webhook-certfile",
+        help="serving certificate; the webhook configuration is then managed outside the operator (the Helm chart)",
+    )
+    parser.add_argument("--webhook-pkeyfile", help="private key of --webhook-certfile")
+    parser.add_argument(
+        "--bind-address",
+        default="0.0.0.0",  # noqa: S104 -- probes come from the kubelet
+        help="address of the health and metrics endpoints (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--reencrypt-rate",
+        type=float,
+        default=10.0,
+        help="Credentials re-encrypted per second after a key rotation (default: %(default)s)",
+    )
+    parser.add_argument("--workers", type=int, default=4, help="reconcile worker threads (default: %(default)s)")
+    parser.add_argument("--peering", metavar="NAME", help="kopf peering name for HA (default: standalone)")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    if bool(args.webhook_certfile) != bool(args.webhook_pkeyfile):
+        raise SystemExit("credbridge run: --webhook-certfile and --webhook-pkeyfile go together")
+    settings = settings_module.OperatorSettings(
+        watch=settings_module.WatchSettings(
+            namespaces=tuple(args.namespaces), operator_namespace=args.operator_namespace
+        ),
+        env=settings_module.EnvSettings(
+            allow=tuple(args.env_allow) or names.DEFAULT_ENV_ALLOW, namespace_rules=tuple(args.env_policy)
+        ),
+        keyring=settings_module.KeyringSettings(
+            secret_name=args.keyring_secret, reencrypt_per_second=args.reencrypt_rate
+        ),
+        admission=settings_module.AdmissionSettings(
+            literal_secrets=args.literal_secrets,
+            port=args.webhook_port,
+            host=args.webhook_host,
+            certfile=args.webhook_certfile,
+            pkeyfile=args.webhook_pkeyfile,
+        ),
+        serving=settings_module.ServingSettings(
+            health_port=args.health_port, metrics_port=args.metrics_port, bind_address=args.bind_address
+        ),
+        peering=args.peering,
+        workers=args.workers,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+    try:
+        settings_check(settings)
+    except ValueError as error:
+        raise SystemExit(f"credbridge run: {error}") from None
+    return runner.run(settings)
+
+
+def settings_check(settings: settings_module.OperatorSettings) -> None:
+    """Reject malformed --env-policy rules before connecting to anything."""
+    from credbridge.core import envrefs
+
+    envrefs.parse_policy(settings.env.allow, settings.env.namespace_rules)

@@ -1,0 +1,113 @@
+"""kopf handlers: the thin edge between kopf's watch streams and webhook server and the controller.
+
+Every handler is an event handler (no change-detection state, so kopf writes no annotations,
+finalizers or progress into our objects) that hands a plain copy of the body to the controller.
+Admission handlers gather what the decision needs and ask core.admission to decide.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kopf
+
+from credbridge.core import admission, names
+from credbridge.kube import fetching
+from credbridge.operator import controller as controller_module
+
+
+def _plain(body: Any) -> dict[str, Any]:
+    return copy.deepcopy(dict(body))
+
+
+def register(
+    registry: kopf.OperatorRegistry,
+    controller: controller_module.Controller,
+    *,
+    operator_username: str,
+    webhooks: bool,
+) -> None:
+    """Register every handler of the operator into `registry`."""
+
+    @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_PLURAL, registry=registry)
+    def credential_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        controller.credential_changed(type, _plain(body))
+
+    @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_SHARE_PLURAL, registry=registry)
+    def share_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        controller.share_changed(type, _plain(body))
+
+    @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_TYPE_PLURAL, registry=registry)
+    def type_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        controller.type_changed(type, _plain(body))
+
+    @kopf.on.event("", "v1", "secrets", registry=registry)
+    def secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        # Only metadata: the controller reads Secret data itself when it reconciles.
+        controller.secret_changed(type, {"metadata": copy.deepcopy(dict(body.get("metadata") or {}))})
+
+    @kopf.on.event("", "v1", "namespaces", registry=registry)
+    def namespace_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        controller.namespace_changed(type, _plain(body))
+
+    if not webhooks:
+        return
+
+    @kopf.on.validate(
+        names.GROUP,
+        names.VERSION,
+        names.CREDENTIAL_PLURAL,
+        id="validate-credentials",
+        operations=["CREATE", "UPDATE", "DELETE"],
+        registry=registry,
+    )
+    def validate_credential(warnings: list[str], userinfo: kopf.UserInfo, **kwargs: Any) -> None:
+        operation, new, old = str(kwargs.get("operation")), kwargs.get("new"), kwargs.get("old")
+        new_obj = _plain(new) if new is not None else None
+        old_obj = _plain(old) if old is not None else None
+        pods: list[str] = []
+        if operation == "DELETE" and old_obj is not None and not (old_obj.get("spec") or {}).get("sharedFrom"):
+            metadata = old_obj.get("metadata") or {}
+            secret_name = str((old_obj.get("spec") or {}).get("target", {}).get("secretName") or metadata.get("name"))
+            pods = admission.pods_using_secret(
+                fetching.list_pods(controller.api, str(metadata.get("namespace"))), secret_name
+            )
+        decision = admission.review_credential(
+            operation,
+            new_obj,
+            old_obj,
+            username=str(userinfo.get("username", "")),
+            operator_username=operator_username,
+            types=controller.types(),
+            literal_secrets=controller.settings.admission.literal_secrets,
+            pods_using_secret=pods,
+        )
+        _enforce(decision, warnings)
+
+    @kopf.on.validate(
+        "",
+        "v1",
+        "secrets",
+        id="protect-mirror-secrets",
+        operations=["UPDATE", "DELETE"],
+        labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE},
+        registry=registry,
+    )
+    def protect_mirror_secret(warnings: list[str], userinfo: kopf.UserInfo, **kwargs: Any) -> None:
+        operation, new, old = str(kwargs.get("operation")), kwargs.get("new"), kwargs.get("old")
+        # Metadata is all the decision needs: Secret data never enters the decision or its message.
+        decision = admission.review_managed_secret(
+            operation,
+            {"metadata": _plain(new.get("metadata") or {})} if new is not None else None,
+            {"metadata": _plain(old.get("metadata") or {})} if old is not None else None,
+            username=str(userinfo.get("username", "")),
+            operator_username=operator_username,
+        )
+        _enforce(decision, warnings)
+
+
+def _enforce(decision: admission.Decision, warnings: list[str]) -> None:
+    warnings.extend(decision.warnings)
+    if not decision.allowed:
+        raise kopf.AdmissionError(decision.message, code=403)

@@ -1,0 +1,178 @@
+"""Starting the operator: preflight (identity, keyring, built-in types), then kopf with our handlers.
+
+The preflight runs before kopf so that a fatal problem — a malformed keyring above all — stops the
+process with one clear message and a non-zero exit code, before any Credential is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import secrets
+import sys
+import tempfile
+import threading
+from typing import Any
+
+import kopf
+from kubernetes import client
+
+from credbridge.core import keyring, registry
+from credbridge.kube import builtins, connecting, keyrings
+from credbridge.operator import certs, handlers, metrics
+from credbridge.operator import controller as controller_module
+from credbridge.operator import settings as settings_module
+
+logger = logging.getLogger("credbridge")
+
+EXIT_KEYRING = 2
+EXIT_CONFIG = 3
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the object kopf names)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        k8s = getattr(record, "k8s_ref", None)
+        if isinstance(k8s, dict):
+            entry["object"] = {key: k8s.get(key) for key in ("namespace", "name", "kind") if k8s.get(key)}
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["error"] = record.exc_info[0].__name__
+        return json.dumps(entry)
+
+
+def configure_logging(log_format: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # The HTTP client logs request and response bodies at debug level; bodies hold Secret data.
+    for noisy in ("urllib3", "kubernetes.client.rest", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if level.lower() != "debug":
+        # kopf reports every successful handler call at info level: noise at our event rate.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
+
+def _webhook_server(settings: settings_module.AdmissionSettings) -> tuple[kopf.WebhookServer, bool]:
+    """The webhook server, and whether the operator manages its ValidatingWebhookConfiguration itself."""
+    if settings.certfile and settings.pkeyfile:
+        return kopf.WebhookServer(
+            addr="0.0.0.0",  # noqa: S104 -- the API server reaches the Pod through its Service
+            port=settings.port,
+            certfile=settings.certfile,
+            pkeyfile=settings.pkeyfile,
+        ), False
+    # Self-managed (development, tests): our own CA and a serving certificate for the host, made
+    # with `cryptography` because kopf's self-signing path breaks on OpenSSL 3.
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="credbridge-webhook-"))
+    ca = certs.make_ca("credbridge-webhook-ca")
+    certfile, pkeyfile = certs.issue(ca, settings.host, hosts=[settings.host]).write(directory, "serving")
+    server = kopf.WebhookServer(
+        addr=settings.host,
+        port=settings.port,
+        host=settings.host,
+        certfile=str(certfile),
+        pkeyfile=str(pkeyfile),
+        cadata=ca.cert_pem,
+    )
+    return server, True
+
+
+def run(settings: settings_module.OperatorSettings) -> int:
+    """Run the operator until SIGTERM/SIGINT; return the process exit code."""
+    configure_logging(settings.log_format, settings.log_level)
+    api = connecting.api_client()
+    operator_username = connecting.whoami(api)
+    namespace = settings.watch.operator_namespace
+    try:
+        ring = keyrings.ensure(api, namespace, settings.keyring.secret_name, secrets.token_bytes)
+    except keyring.KeyringError as error:
+        logger.error("refusing to start: %s", error)
+        return EXIT_KEYRING
+    except client.ApiException as error:
+        logger.error(
+            "refusing to start: cannot read keyring Secret %s/%s (HTTP %s %s)",
+            namespace,
+            settings.keyring.secret_name,
+            error.status,
+            error.reason,
+        )
+        return EXIT_KEYRING
+    types = registry.Registry.builtin()
+    builtins.sync(api, types.builtins)
+
+    controller = controller_module.Controller(api, settings, ring, types)
+    controller.start()
+    stop_watching = threading.Event()
+    keyrings.watch_changes(api, namespace, settings.keyring.secret_name, controller.keyring_changed, stop_watching)
+    if settings.serving.metrics_port:
+        metrics.serve(settings.serving.metrics_port, settings.serving.bind_address)
+
+    kopf_registry = kopf.OperatorRegistry()
+    webhooks = settings.admission.port > 0
+    handlers.register(kopf_registry, controller, operator_username=operator_username, webhooks=webhooks)
+    kopf_settings = kopf.OperatorSettings()
+    kopf_settings.posting.enabled = False  # we post our own Events, only on condition changes
+    kopf_settings.watching.server_timeout = 300
+    kopf_settings.peering.standalone = settings.peering is None
+    kopf_settings.peering.clusterwide = not settings.watch.namespaces
+    if settings.peering:
+        kopf_settings.peering.name = settings.peering
+        kopf_settings.peering.mandatory = True
+    if webhooks:
+        server, managed = _webhook_server(settings.admission)
+        kopf_settings.admission.server = server
+        kopf_settings.admission.managed = "credbridge.io" if managed else None
+
+    @kopf.on.login(registry=kopf_registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The same kubeconfig or in-cluster identity as our own client.
+        info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+        return info
+
+    @kopf.on.startup(registry=kopf_registry)
+    def apply_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting = kopf_settings.posting
+        settings.watching = kopf_settings.watching
+        settings.peering = kopf_settings.peering
+        settings.admission = kopf_settings.admission
+
+    logger.info(
+        "credbridge operator starting as %s: %s, keyring %s/%s (active key %s)",
+        operator_username,
+        "namespaces " + ",".join(settings.watch.namespaces) if settings.watch.namespaces else "all namespaces",
+        namespace,
+        settings.keyring.secret_name,
+        ring.active_id,
+    )
+    try:
+        kopf.run(
+            registry=kopf_registry,
+            settings=kopf_settings,
+            clusterwide=not settings.watch.namespaces,
+            namespaces=list(settings.watch.namespaces),
+            standalone=settings.peering is None,
+            peering_name=settings.peering,
+            liveness_endpoint=f"http://{settings.serving.bind_address}:{settings.serving.health_port}/healthz",
+        )
+    finally:
+        stop_watching.set()
+        controller.stop()
+    return 0
+
+
+def default_operator_namespace() -> str:
+    return os.environ.get("POD_NAMESPACE") or "credbridge-system"

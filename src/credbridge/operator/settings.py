@@ -1,0 +1,89 @@
+"""The operator's settings, one small dataclass per concern, filled from `credbridge run` flags.
+
+Every attribute says its unit, its default and why it exists, so `credbridge run --help` and this
+file tell the same story.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from credbridge.core import names
+
+RESERVED_ENV_NAMES = frozenset(
+    {
+        "KUBECONFIG",
+        "POD_NAMESPACE",
+        "KUBERNETES_SERVICE_HOST",
+        "KUBERNETES_SERVICE_PORT",
+        "HOME",
+        "PATH",
+        "PYTHONPATH",
+    }
+)
+"""Variables the operator itself reads: never resolvable as <<NAME>>, whatever the allow-list says."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchSettings:
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to serve; empty means every namespace (cluster-wide)."""
+    operator_namespace: str = "credbridge-system"
+    """Where the keyring Secret lives; defaults to $POD_NAMESPACE in a Pod."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSettings:
+    allow: tuple[str, ...] = names.DEFAULT_ENV_ALLOW
+    """Glob patterns of variables that <<NAME>> references may read (default CRED_*)."""
+    namespace_rules: tuple[str, ...] = ()
+    """`GLOB=ns1,ns2` rules: variables matching GLOB are only resolvable in those namespaces."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyringSettings:
+    secret_name: str = names.DEFAULT_KEYRING_SECRET
+    """Name of the keyring Secret in the operator namespace; created on first start when absent."""
+    reencrypt_per_second: float = 10.0
+    """How many Credentials per second the background re-encryption after a key rotation handles."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AdmissionSettings:
+    literal_secrets: str = "warn"
+    """What `kubectl apply` gets for a literal value in a password field: allow, warn or deny."""
+    port: int = 9443
+    """Port of the validating webhook server (HTTPS); 0 turns the webhook off."""
+    host: str = "127.0.0.1"
+    """Address the webhook server listens on and the API server calls (self-managed mode)."""
+    certfile: str | None = None
+    """Serving certificate (PEM). When given, the webhook configuration is managed outside (Helm)."""
+    pkeyfile: str | None = None
+    """Private key of `certfile`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingSettings:
+    health_port: int = 8080
+    """Port of the liveness endpoint /healthz."""
+    metrics_port: int = 9090
+    """Port of the Prometheus endpoint /metrics; 0 turns it off."""
+    bind_address: str = "0.0.0.0"  # noqa: S104 -- probes and scrapes come from outside the Pod
+    """Address the health and metrics endpoints listen on."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorSettings:
+    watch: WatchSettings = dataclasses.field(default_factory=WatchSettings)
+    env: EnvSettings = dataclasses.field(default_factory=EnvSettings)
+    keyring: KeyringSettings = dataclasses.field(default_factory=KeyringSettings)
+    admission: AdmissionSettings = dataclasses.field(default_factory=AdmissionSettings)
+    serving: ServingSettings = dataclasses.field(default_factory=ServingSettings)
+    peering: str | None = None
+    """kopf peering name for HA (a standby takes over when the active one dies); None = standalone."""
+    workers: int = 4
+    """Reconcile worker threads."""
+    log_format: str = "text"
+    """`text` or `json` (one JSON object per line)."""
+    log_level: str = "info"
+    """debug, info, warning or error. No level ever logs a secret value."""
