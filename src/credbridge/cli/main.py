@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 import credbridge
-from credbridge.cli import dev, run
+from credbridge.cli import dev, keys, reveal, run, types, validate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"credbridge {credbridge.__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, dev):
+    for module in (run, dev, types, validate, reveal, keys):
         module.add_parser(subparsers)
     return parser
 

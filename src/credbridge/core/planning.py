@@ -353,10 +353,39 @@ def _failed(credential: CredentialView, inputs: Inputs, failure: Failure) -> Pla
             ],
         }
     )
+    secret = _rewrapped_last_good_secret(credential, inputs)
+    if secret is not None and inputs.keyring is not None:
+        status["keyId"] = inputs.keyring.active_id
     old = _ready(previous)
     changed = old is None or old.get("reason") != failure.reason or old.get("message") != failure.message
     event = Event("Warning", failure.reason, failure.message) if changed else None
-    return Plan(status=status, failure=failure, event=event)
+    return Plan(status=status, secret=secret, failure=failure, event=event)
+
+
+def _rewrapped_last_good_secret(credential: CredentialView, inputs: Inputs) -> Json | None:
+    """The last good Secret re-sealed with the active key, when it is ours and on an older key.
+
+    A failing Credential keeps its last good content, but a key rotation must still reach it:
+    otherwise one broken Credential would pin an old key forever. The plaintext is taken from the
+    Secret itself (as Fernet's rotate() does), never re-resolved.
+    """
+    current, ring = inputs.current_secret, inputs.keyring
+    if current is None or ring is None or current.controller_uid != credential.uid:
+        return None
+    token = current.data.get(names.SECRET_KEY_ENCRYPTED_DATA, "")
+    if envelope.key_id_of(token) in (None, ring.active_id):
+        return None
+    aad = envelope.associated_data(
+        credential.namespace, credential.secret_name, credential.credential_id, credential.type_name
+    )
+    try:
+        plaintext = envelope.open_envelope(token, ring.keys, aad)
+    except envelope.EnvelopeError:
+        return None
+    meta = _secret_metadata(credential, envelope.content_hmac(ring.active_id, ring.active_key, aad, plaintext))
+    return _secret_object(
+        credential, meta, envelope.seal(plaintext, ring.active_id, ring.active_key, aad, inputs.random_bytes)
+    )
 
 
 def _ready(

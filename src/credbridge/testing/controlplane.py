@@ -131,6 +131,21 @@ class ControlPlane:
             raise subprocess.CalledProcessError(result.returncode, ["kubectl", *args], result.stdout, result.stderr)
         return result.stdout
 
+    def user_kubeconfig(self, user: str, groups: Sequence[str] = ()) -> pathlib.Path:
+        """A kubeconfig that authenticates as `user` (in `groups`) with a client certificate.
+
+        Lets the operator run under its own identity, so the audit log and the webhook can tell its
+        requests from a test's admin requests. Local control plane only.
+        """
+        if self.ca_file is None or self.ca_key_file is None:
+            raise ControlPlaneError("user kubeconfigs need the local control plane's CA (not an existing cluster)")
+        ca = certs.Issued(self.ca_file.read_bytes(), self.ca_key_file.read_bytes())
+        stem = user.replace(":", "_")
+        cert, key = certs.issue(ca, user, organizations=list(groups), client=True).write(self.workdir / "pki", stem)
+        path = self.workdir / f"{stem}.kubeconfig"
+        _write_kubeconfig(path, self.server, self.ca_file, cert, key, user=user)
+        return path
+
     def install_crds(self) -> None:
         """Apply crds/ to the cluster and wait until the API server serves them."""
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS_DIR))

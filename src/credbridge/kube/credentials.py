@@ -1,0 +1,139 @@
+"""Cluster reads and writes for the command line, with API failures turned into one printable error.
+
+The CLI must not import the client library (an import-linter contract), yet it has to tell a
+missing object from a refused request and an unreachable server, and name what it tried to do.
+Every function here runs its requests through `_requests_for`, which raises `ApiError`: the
+action, the HTTP status when there is one, and the API server's own explanation — never a
+request or response body, which for Secrets holds their data.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import contextlib
+import json
+import secrets
+from typing import Any, TypeAlias
+
+import urllib3
+from kubernetes import client, config
+
+from credbridge.core import keyring
+from credbridge.kube import connecting, fetching, keyrings
+
+Json = dict[str, Any]
+ApiClient: TypeAlias = client.ApiClient
+"""The connection type, named here so the CLI can annotate it without importing the client library."""
+
+# Statuses whose server message explains the refusal without echoing what was sent.
+_EXPLAINED_STATUSES = frozenset({401, 403, 404, 409})
+
+
+class ApiError(Exception):
+    """A request failed: `action` says what was attempted, `status` is the HTTP status or None."""
+
+    def __init__(self, action: str, status: int | None, explanation: str) -> None:
+        """Builds the one-line message `cannot <action>: <explanation>`."""
+        super().__init__(f"cannot {action}: {explanation}")
+        self.action = action
+        self.status = status
+        self.explanation = explanation
+
+    @property
+    def forbidden(self) -> bool:
+        """True when RBAC refused the request (HTTP 403)."""
+        return self.status == 403
+
+
+def _server_message(error: client.ApiException) -> str:
+    try:
+        body = json.loads(error.body or "{}")
+    except (TypeError, ValueError):
+        return ""
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message) if message else ""
+
+
+@contextlib.contextmanager
+def _requests_for(action: str) -> collections.abc.Iterator[None]:
+    try:
+        yield
+    except client.ApiException as error:
+        status = int(error.status) if error.status else None
+        explanation = f"{error.status} {error.reason}".strip()
+        if status in _EXPLAINED_STATUSES:
+            message = _server_message(error)
+            if message:
+                explanation = f"{explanation}: {message}"
+        raise ApiError(action, status, explanation) from None
+    except urllib3.exceptions.HTTPError as error:
+        raise ApiError(
+            action, None, f"the API server did not answer ({type(error).__name__}): check KUBECONFIG and the cluster"
+        ) from None
+    except config.ConfigException as error:
+        raise ApiError(action, None, f"no usable kubeconfig ({error}): set KUBECONFIG") from None
+
+
+def connect(*, as_user: str | None = None) -> client.ApiClient:
+    """An ApiClient from $KUBECONFIG (or ~/.kube/config, or the Pod), optionally impersonating `as_user`."""
+    with _requests_for("load the cluster configuration"):
+        return connecting.api_client(as_user=as_user)
+
+
+def read_credential(api: client.ApiClient, namespace: str, name: str) -> Json | None:
+    """The Credential, or None when it does not exist."""
+    with _requests_for(f"read Credential {namespace}/{name}"):
+        return fetching.read_credential(api, namespace, name)
+
+
+def read_secret(api: client.ApiClient, namespace: str, name: str) -> Json | None:
+    """The Secret, or None when it does not exist."""
+    with _requests_for(f"read Secret {namespace}/{name}"):
+        return fetching.read_secret(api, namespace, name)
+
+
+def list_credentials(api: client.ApiClient) -> list[Json]:
+    """Every Credential in the cluster."""
+    with _requests_for("list Credentials in all namespaces"):
+        return fetching.list_credentials(api)
+
+
+def list_key_ids_in_use(api: client.ApiClient) -> list[str]:
+    """`status.keyId` of every Credential in the cluster, one entry per Credential that has one."""
+    key_ids = [str((credential.get("status") or {}).get("keyId") or "") for credential in list_credentials(api)]
+    return [key_id for key_id in key_ids if key_id]
+
+
+def list_credential_types(api: client.ApiClient) -> list[Json]:
+    """Every CredentialType object in the cluster."""
+    with _requests_for("list CredentialTypes"):
+        return fetching.list_credential_types(api)
+
+
+def load_keyring(api: client.ApiClient, namespace: str, name: str) -> keyring.Keyring:
+    """The keyring; raises ApiError when the Secret is missing or unreadable, KeyringError when malformed."""
+    action = f"read keyring Secret {namespace}/{name}"
+    with _requests_for(action):
+        loaded = keyrings.load(api, namespace, name)
+    if loaded is None:
+        raise ApiError(
+            action,
+            404,
+            "it does not exist: check --operator-namespace and --keyring-secret "
+            "(the operator creates it on first start)",
+        )
+    return loaded[0]
+
+
+def rotate_keyring(api: client.ApiClient, namespace: str, name: str) -> keyring.Keyring:
+    """Add a new random key to the keyring Secret and make it active; returns the new keyring."""
+    with _requests_for(f"rotate keyring Secret {namespace}/{name}"):
+        return keyrings.rotate(api, namespace, name, secrets.token_bytes)
+
+
+def retire_key(
+    api: client.ApiClient, namespace: str, name: str, key_id: str, in_use: collections.abc.Collection[str]
+) -> keyring.Keyring:
+    """Remove `key_id` from the keyring Secret; raises KeyringError while it is active or in `in_use`."""
+    with _requests_for(f"retire key {key_id} from keyring Secret {namespace}/{name}"):
+        return keyrings.retire(api, namespace, name, key_id, in_use)

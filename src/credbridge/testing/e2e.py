@@ -1,0 +1,206 @@
+"""Helpers for the end-to-end tier: credbridge installed the way users install it, run as its own identity.
+
+There is no kubelet in the local control plane, so the Deployment the chart (or deploy/install.yaml)
+creates never gets a Pod. The e2e tests run `credbridge run` as a local process instead, with the
+flags the Deployment would pass and a kubeconfig holding a token of the installed ServiceAccount:
+the API server then authorizes every request the operator makes with the shipped ClusterRole, so a
+missing RBAC rule fails a test instead of a production install. The webhook configuration points at
+that local process (`webhook.url`, or a patched clientConfig for the static manifest).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pathlib
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+import yaml
+
+from credbridge.testing import controlplane, fixtures
+
+CHART_DIR = controlplane.REPO_ROOT / "charts" / "credbridge"
+DEPLOY_MANIFEST = controlplane.REPO_ROOT / "deploy" / "install.yaml"
+EXAMPLES_DIR = controlplane.REPO_ROOT / "examples"
+
+# Flags whose values only make sense inside the Pod (container ports, mounted certificate files):
+# the local process gets its own free ports and the certificate written to local files instead.
+POD_ONLY_FLAGS = ("--health-port", "--metrics-port", "--webhook-port", "--webhook-certfile", "--webhook-pkeyfile")
+
+
+def helm_binary(plane: controlplane.ControlPlane) -> pathlib.Path:
+    """The helm that hack/controlplane/build.sh builds; missing helm fails the test (never a skip)."""
+    binaries = plane.binaries or controlplane.Binaries.locate()
+    if not binaries.helm.is_file():
+        pytest.fail(f"helm is not built ({binaries.helm} is missing): run `make controlplane` first")
+    return binaries.helm
+
+
+def helm(plane: controlplane.ControlPlane, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run helm against the control plane; with `check`, fail the test with helm's stderr on error."""
+    result = subprocess.run(
+        [str(helm_binary(plane)), "--kubeconfig", str(plane.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=controlplane.REPO_ROOT,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"helm {' '.join(args)} failed with code {result.returncode}:\n{result.stderr}")
+    return result
+
+
+def kubectl_json(plane: controlplane.ControlPlane, *args: str) -> Any:
+    """`kubectl ... -o json`, parsed."""
+    return json.loads(plane.kubectl(*args, "-o", "json"))
+
+
+def service_account_kubeconfig(
+    plane: controlplane.ControlPlane, namespace: str, service_account: str, path: pathlib.Path
+) -> pathlib.Path:
+    """Write a kubeconfig that authenticates as `namespace/service_account` with a TokenRequest token.
+
+    The cluster entry (server, CA) comes from the admin kubeconfig, so this works on the local control
+    plane and on an existing cluster alike; only the identity differs.
+    """
+    token = plane.kubectl("create", "token", service_account, "-n", namespace, "--duration", "1h").strip()
+    admin = kubectl_json(plane, "config", "view", "--minify", "--flatten")
+    cluster = admin["clusters"][0]["cluster"]
+    user = f"system:serviceaccount:{namespace}:{service_account}"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "e2e", "cluster": cluster}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": user, "namespace": namespace}}],
+        "current-context": "e2e",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def write_tls_secret(
+    plane: controlplane.ControlPlane, namespace: str, name: str, directory: pathlib.Path
+) -> tuple[pathlib.Path, pathlib.Path]:
+    """Copy a kubernetes.io/tls Secret's certificate and key into files, as the Pod would mount them."""
+    data = kubectl_json(plane, "get", "secret", name, "-n", namespace)["data"]
+    directory.mkdir(parents=True, exist_ok=True)
+    certfile, keyfile = directory / "tls.crt", directory / "tls.key"
+    certfile.write_bytes(base64.b64decode(data["tls.crt"]))
+    keyfile.touch(mode=0o600)
+    keyfile.write_bytes(base64.b64decode(data["tls.key"]))
+    return certfile, keyfile
+
+
+def deployment_args(objects: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The operator container's args from rendered manifests, minus the flags that only fit the Pod."""
+    deployments = [obj for obj in objects if obj.get("kind") == "Deployment"]
+    assert len(deployments) == 1, f"expected one Deployment in the manifests, found {len(deployments)}"
+    containers = deployments[0]["spec"]["template"]["spec"]["containers"]
+    args = [str(arg) for arg in containers[0].get("args", [])]
+    return [arg for arg in args if arg.split("=", 1)[0] not in POD_ONLY_FLAGS]
+
+
+def load_manifests(text: str) -> list[dict[str, Any]]:
+    """Every object of a multi-document YAML text."""
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def examples(renames: Mapping[str, str], labels: Mapping[str, str]) -> str:
+    """examples/*.yaml in file order, with namespace names replaced and `labels` on every object.
+
+    The examples use fixed namespaces (team-a, team-b); renaming them — in `metadata.namespace`,
+    namespace names and the accept-shares-from annotation alike — lets each test apply them into
+    namespaces no other test uses, without editing the files users copy.
+    """
+    pattern = re.compile(r"\b(" + "|".join(re.escape(old) for old in renames) + r")\b")
+    documents: list[dict[str, Any]] = []
+    for path in sorted(EXAMPLES_DIR.glob("*.yaml")):
+        text = pattern.sub(lambda match: renames[match.group(1)], path.read_text())
+        for document in load_manifests(text):
+            metadata = document.setdefault("metadata", {})
+            metadata["labels"] = {**(metadata.get("labels") or {}), **labels}
+            documents.append(document)
+    return yaml.safe_dump_all(documents, sort_keys=False)
+
+
+def table(output: str) -> list[dict[str, str]]:
+    """Rows of a kubectl table, keyed by column header; columns are cut where the headers start.
+
+    kubectl aligns columns with a tab writer, so each header starts where its column does; cutting
+    by position keeps values with spaces (`Production OpenAI`) in one cell.
+    """
+    lines = [line for line in output.splitlines() if line.strip()]
+    if not lines:
+        return []
+    header = lines[0]
+    starts = [match.start() for match in re.finditer(r"(?<!\S)\S+(?: \S+)*", header)]
+    names = [header[start:end].strip() for start, end in zip(starts, [*starts[1:], None], strict=True)]
+    rows = []
+    for line in lines[1:]:
+        cells = [line[start:end].strip() for start, end in zip(starts, [*starts[1:], None], strict=True)]
+        rows.append(dict(zip(names, cells, strict=True)))
+    return rows
+
+
+def credential_manifest(
+    namespace: str, name: str, data: Mapping[str, str], labels: Mapping[str, str], type_name: str = "openAIApi"
+) -> str:
+    """A Credential as a user would write it, as YAML for `kubectl apply -f -`."""
+    return yaml.safe_dump(
+        {
+            "apiVersion": "credbridge.io/v1alpha1",
+            "kind": "Credential",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "spec": {"type": type_name, "data": dict(data)},
+        }
+    )
+
+
+def webhook_answers(plane: controlplane.ControlPlane, namespace: str, labels: Mapping[str, str]) -> bool:
+    """True once the API server can call the Credential webhook: a server-side dry run gets through.
+
+    A dry run passes through admission (so through the webhook, TLS and caBundle included) but
+    stores nothing.
+    """
+    probe = credential_manifest(namespace, "webhook-probe", {"openAIApiKey": "<<CRED_E2E_PROBE>>"}, labels)
+    result = fixtures.kubectl_run(plane, "apply", "--dry-run=server", "-f", "-", input=probe)
+    return result.returncode == 0
+
+
+_DENIAL = re.compile(r"(?i)\bforbidden\b|\b403\b")
+
+
+def rbac_problems(log: str, audit_events: Sequence[Mapping[str, Any]], user: str) -> list[str]:
+    """Signs that `user`'s RBAC is missing something, from its log and the API server's audit log.
+
+    The audit log says for each audited request whether RBAC allowed it
+    (`authorization.k8s.io/decision`), so a refused write is reported precisely. Reads
+    (get/list/watch) are not audited here, so the operator's log is scanned too for 403s — except
+    those the audit log explains as refused by admission after RBAC allowed them: an Event posted
+    into a namespace that is being deleted gets 403 NamespaceTerminating, which no RBAC rule fixes.
+    """
+    problems = []
+    explained: set[str] = set()
+    for event in audit_events:
+        if (event.get("user") or {}).get("username") != user:
+            continue
+        ref = event.get("objectRef") or {}
+        decision = (event.get("annotations") or {}).get("authorization.k8s.io/decision")
+        if decision == "forbid":
+            subresource = f"/{ref['subresource']}" if ref.get("subresource") else ""
+            where = f" in namespace {ref['namespace']}" if ref.get("namespace") else ""
+            group = ref.get("apiGroup") or "core"
+            problems.append(f"audit: {event.get('verb')} {group}/{ref.get('resource')}{subresource}{where} denied")
+        elif int((event.get("responseStatus") or {}).get("code", 0)) == 403 and ref.get("namespace"):
+            explained.add(str(ref["namespace"]))
+    for line in log.splitlines():
+        if _DENIAL.search(line) and not any(f"{namespace}/" in line for namespace in explained):
+            problems.append(f"log: {line}")
+    return problems

@@ -1,0 +1,177 @@
+"""Small helpers for tests that create credbridge objects and wait for what a user would see.
+
+They work on plain JSON bodies through the kubernetes client, and every object they make carries
+the `created-by: credbridge-tests` label.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubernetes import client
+
+from credbridge.core import names
+
+TEST_LABEL = {"created-by": "credbridge-tests"}
+Json = dict[str, Any]
+
+
+def credential_body(
+    name: str,
+    type_name: str,
+    data: Mapping[str, str] | None = None,
+    *,
+    value_from: Mapping[str, tuple[str, str]] | None = None,
+    spec_extra: Mapping[str, Any] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> Json:
+    """A Credential manifest; `value_from` maps field -> (secret name, key)."""
+    spec: Json = {"type": type_name}
+    if data is not None:
+        spec["data"] = dict(data)
+    if value_from:
+        spec["valueFrom"] = {
+            field: {"secretKeyRef": {"name": secret, "key": key}} for field, (secret, key) in value_from.items()
+        }
+    spec.update(spec_extra or {})
+    metadata: Json = {"name": name, "labels": dict(TEST_LABEL)}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {"apiVersion": names.API_VERSION, "kind": names.CREDENTIAL_KIND, "metadata": metadata, "spec": spec}
+
+
+def create_credential(api: client.ApiClient, namespace: str, body: Json) -> Json:
+    created: Json = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        names.GROUP, names.VERSION, namespace, names.CREDENTIAL_PLURAL, body
+    )
+    return created
+
+
+def get_credential(api: client.ApiClient, namespace: str, name: str) -> Json | None:
+    try:
+        found: Json = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            names.GROUP, names.VERSION, namespace, names.CREDENTIAL_PLURAL, name
+        )
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return found
+
+
+def patch_credential(api: client.ApiClient, namespace: str, name: str, patch: Json) -> Json:
+    patched: Json = client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        names.GROUP, names.VERSION, namespace, names.CREDENTIAL_PLURAL, name, patch
+    )
+    return patched
+
+
+def delete_credential(api: client.ApiClient, namespace: str, name: str) -> None:
+    client.CustomObjectsApi(api).delete_namespaced_custom_object(
+        names.GROUP, names.VERSION, namespace, names.CREDENTIAL_PLURAL, name
+    )
+
+
+def share_body(name: str, credential: str, namespaces: list[str] | None = None,
+               selector: Mapping[str, Any] | None = None) -> Json:
+    spec: Json = {"credential": credential}
+    if namespaces is not None:
+        spec["namespaces"] = namespaces
+    if selector is not None:
+        spec["namespaceSelector"] = dict(selector)
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.CREDENTIAL_SHARE_KIND,
+        "metadata": {"name": name, "labels": dict(TEST_LABEL)},
+        "spec": spec,
+    }
+
+
+def create_share(api: client.ApiClient, namespace: str, body: Json) -> Json:
+    created: Json = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        names.GROUP, names.VERSION, namespace, names.CREDENTIAL_SHARE_PLURAL, body
+    )
+    return created
+
+
+def get_share(api: client.ApiClient, namespace: str, name: str) -> Json | None:
+    try:
+        found: Json = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            names.GROUP, names.VERSION, namespace, names.CREDENTIAL_SHARE_PLURAL, name
+        )
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return found
+
+
+def create_secret(api: client.ApiClient, namespace: str, name: str, data: Mapping[str, str]) -> None:
+    client.CoreV1Api(api).create_namespaced_secret(
+        namespace,
+        client.V1Secret(metadata=client.V1ObjectMeta(name=name, labels=TEST_LABEL), string_data=dict(data)),
+    )
+
+
+def read_secret(api: client.ApiClient, namespace: str, name: str) -> Json | None:
+    try:
+        secret = client.CoreV1Api(api).read_namespaced_secret(name, namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    result: Json = api.sanitize_for_serialization(secret)
+    return result
+
+
+def decoded(secret: Json) -> dict[str, str]:
+    """A Secret's data, base64-decoded."""
+    return {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
+
+
+def ready(obj: Json | None) -> Json | None:
+    """The Ready condition of an object, or None."""
+    for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if condition.get("type") == names.READY_CONDITION:
+            found: Json = condition
+            return found
+    return None
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll until `predicate()` is truthy and return it; raise AssertionError naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def wait_for_reason(api: client.ApiClient, namespace: str, name: str, reason: str, timeout: float = 30.0) -> Json:
+    """Wait until the Credential's Ready condition has `reason`; return the Credential."""
+
+    def check() -> Json | None:
+        credential = get_credential(api, namespace, name)
+        condition = ready(credential)
+        return credential if condition and condition.get("reason") == reason else None
+
+    try:
+        result: Json = wait_until(check, timeout, f"Credential {namespace}/{name} to report {reason}")
+    except AssertionError:
+        last = ready(get_credential(api, namespace, name))
+        raise AssertionError(
+            f"Credential {namespace}/{name} did not reach {reason}; last Ready condition: {last}"
+        ) from None
+    return result
+
+
+def events_for(api: client.ApiClient, namespace: str, name: str) -> list[Json]:
+    """Events about the object `name` in `namespace`, as JSON."""
+    listed = client.CoreV1Api(api).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    return [api.sanitize_for_serialization(event) for event in listed.items]
