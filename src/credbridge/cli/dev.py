@@ -97,11 +97,6 @@ def _up() -> dict[str, Any]:
     _down(quiet=True)
     workdir = STATE_DIR.resolve() / "controlplane"
     plane = controlplane.start(workdir, die_with_parent=False, progress=True)
-    try:
-        plane.install_crds()
-    except BaseException:
-        plane.stop()
-        raise
     assert plane.binaries is not None
     state = {
         "kubeconfig": str(plane.kubeconfig),

@@ -518,20 +518,30 @@ def open_managed_secret(
     return envelope.decode_plaintext(envelope.open_envelope(token, ring.keys, aad))
 
 
-def find_duplicate_id(credential: CredentialView, others: collections.abc.Iterable[tuple[str, str, str]]) -> str | None:
-    """Name of an older Credential in the namespace with the same id, if any.
+def find_duplicate_id(
+    credential: CredentialView,
+    namespace_credentials: collections.abc.Iterable[collections.abc.Mapping[str, typing.Any]],
+) -> str | None:
+    """Name of the Credential in the namespace that holds this Credential's id first, if not this one.
 
-    `others` are (name, id, creationTimestamp) of the namespace's Credentials. The oldest keeps the
-    id; ties break by name, so exactly one of a group of duplicates stays Ready.
+    Among Credentials sharing an id, the one whose status already shows that id with a key (it had
+    a good Secret) keeps it; then the oldest by creationTimestamp; then the first by name. So
+    exactly one of a group of duplicates stays Ready, and a newcomer never takes an established id.
     """
-    mine = None
-    candidates = []
-    for name, credential_id, created in others:
-        if name == credential.name:
-            mine = (created, name)
-        elif credential_id == credential.credential_id:
-            candidates.append((created, name))
-    if mine is None or not candidates:
+
+    def rank(obj: collections.abc.Mapping[str, typing.Any]) -> tuple[bool, str, str]:
+        view = CredentialView.from_object(obj)
+        established = view.status.get("id") == view.credential_id and bool(view.status.get("keyId"))
+        created = str((obj.get("metadata") or {}).get("creationTimestamp", ""))
+        return (not established, created, view.name)
+
+    same_id = [
+        obj
+        for obj in namespace_credentials
+        if CredentialView.from_object(obj).credential_id == credential.credential_id
+    ]
+    if len(same_id) < 2:
         return None
-    older = [candidate for candidate in candidates if candidate < mine]
-    return min(older)[1] if older else None
+    holder = min(same_id, key=rank)
+    holder_name = str((holder.get("metadata") or {}).get("name", ""))
+    return None if holder_name == credential.name else holder_name

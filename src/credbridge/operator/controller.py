@@ -264,15 +264,7 @@ class Controller:
                 secret = fetching.read_secret(self.api, view.namespace, name)
                 referenced[name] = planning.SecretView.from_object(secret).data if secret else None
         with self._lock:
-            others = [
-                (
-                    key[1],
-                    planning.CredentialView.from_object(cred).credential_id,
-                    str((cred.get("metadata") or {}).get("creationTimestamp", "")),
-                )
-                for key, cred in self._credentials.items()
-                if key[0] == view.namespace
-            ]
+            others = [cred for key, cred in self._credentials.items() if key[0] == view.namespace]
         return planning.plan_credential(
             view,
             inputs,
@@ -378,6 +370,24 @@ class Controller:
         for key in mirrors:
             self.queue.add(key)
 
+    def _remove_mirror(self, namespace: str, name: str) -> None:
+        """Delete a mirror and its Secret now, rather than leaving the Secret to the garbage collector.
+
+        Revocation should take effect at once: a revoked namespace must not keep readable content
+        for however long garbage collection takes.
+        """
+        mirror = fetching.read_credential(self.api, namespace, name)
+        if mirror is None:
+            return
+        secret_name = planning.CredentialView.from_object(mirror).secret_name
+        if writing.delete_credential(self.api, namespace, name):
+            metrics.API_WRITES.labels("credentials", "delete").inc()
+        secret = fetching.read_secret(self.api, namespace, secret_name)
+        owner = planning.SecretView.from_object(secret).controller_uid if secret else None
+        if secret is not None and owner == mirror["metadata"]["uid"]:
+            writing.delete_secret(self.api, namespace, secret_name, uid=secret["metadata"]["uid"])
+            metrics.API_WRITES.labels("secrets", "delete").inc()
+
     def _share_state_counts(self) -> dict[str, int]:
         with self._lock:
             counts: collections.Counter[str] = collections.Counter(
@@ -410,9 +420,8 @@ class Controller:
             writing.patch_credential(self.api, target, mirror_name, {"spec": spec})
             metrics.API_WRITES.labels("credentials", "patch").inc()
         for target, mirror_name in plan.delete:
-            if writing.delete_credential(self.api, target, mirror_name):
-                metrics.API_WRITES.labels("credentials", "delete").inc()
-                logger.info("removed mirror %s/%s of %s/%s", target, mirror_name, namespace, name)
+            self._remove_mirror(target, mirror_name)
+            logger.info("removed mirror %s/%s of %s/%s", target, mirror_name, namespace, name)
         statuses = sharing.mark_failed(plan.share_statuses, failed)
         for share in shares:
             share_name = str(share["metadata"]["name"])

@@ -75,8 +75,9 @@ def delete_credential(api: client.ApiClient, namespace: str, name: str) -> None:
     )
 
 
-def share_body(name: str, credential: str, namespaces: list[str] | None = None,
-               selector: Mapping[str, Any] | None = None) -> Json:
+def share_body(
+    name: str, credential: str, namespaces: list[str] | None = None, selector: Mapping[str, Any] | None = None
+) -> Json:
     spec: Json = {"credential": credential}
     if namespaces is not None:
         spec["namespaces"] = namespaces

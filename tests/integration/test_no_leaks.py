@@ -1,0 +1,141 @@
+"""Zero-leak guarantee: canary values planted through the environment, Secret references and literals
+never show up in operator logs (debug level, text and JSON), Events, statuses, labels, annotations,
+admission responses or the audit log — only inside ciphertext."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from credbridge.core import names
+from credbridge.kube import keyrings
+from credbridge.testing import controlplane, objects
+from credbridge.testing.fixtures import Namespaces
+
+pytestmark = pytest.mark.cluster
+
+ENV_CANARY = "canaryENV" + secrets.token_hex(12)
+REF_CANARY = "canaryREF" + secrets.token_hex(12)
+FORBIDDEN_CANARY = "canaryFORBIDDEN" + secrets.token_hex(12)
+SETTING_CANARY = "canarySETTING" + secrets.token_hex(12)
+LITERAL_CANARY = "canaryLITERAL" + secrets.token_hex(12)
+SECRET_CANARIES = (ENV_CANARY, REF_CANARY, FORBIDDEN_CANARY, SETTING_CANARY)
+
+
+@pytest.fixture(scope="module")
+def operator_env() -> dict[str, str]:
+    return {"CRED_CANARY": ENV_CANARY, "OTHER_CANARY": FORBIDDEN_CANARY, "CREDBRIDGE_CANARY": SETTING_CANARY,
+            "CRED_BIG": ENV_CANARY * 2100}
+
+
+@pytest.fixture(scope="module")
+def operator_args() -> list[str]:
+    return ["--log-format", "text"]
+
+
+def _expect_refusal(call: Any) -> str:
+    with pytest.raises(client.ApiException) as refused:
+        call()
+    return str(refused.value.body) + str(refused.value)
+
+
+def test_no_canary_leaves_ciphertext(
+    control_plane: controlplane.ControlPlane, kube_api: client.ApiClient, namespaces: Namespaces,
+    credbridge_operator  # type: ignore[no-untyped-def]
+) -> None:
+    owner = namespaces.create("leak-a")
+    target = namespaces.create("leak-b", annotations={names.ACCEPT_SHARES_ANNOTATION: owner})
+    objects.create_secret(kube_api, owner, "ref", {"password": REF_CANARY})
+    create = lambda body: objects.create_credential(kube_api, owner, body)  # noqa: E731
+    good = {
+        "env": objects.credential_body("env", "openAIApi", {"openAIApiKey": "<<CRED_CANARY>>"}),
+        "ref": objects.credential_body("ref-cred", "PostgresApi", {"user": "u"},
+                                       value_from={"password": ("ref", "password")}),
+        "embedded": objects.credential_body("embedded", "PostgresUrl",
+                                            {"postgresUrl": "postgres://u:<<CRED_CANARY>>@db/app"}),
+        "literal": objects.credential_body("literal", "openAIApi", {"openAIApiKey": LITERAL_CANARY}),
+    }
+    bad = {
+        "forbidden": objects.credential_body("forbidden", "openAIApi", {"openAIApiKey": "<<OTHER_CANARY>>"}),
+        "setting": objects.credential_body("setting", "openAIApi", {"openAIApiKey": "<<CREDBRIDGE_CANARY>>"}),
+        "bad-number": objects.credential_body("bad-number", "redisCacheApi", {
+            "redisCacheHost": "h", "redisCacheUser": "u", "redisCachePwd": "<<CRED_CANARY>>",
+            "redisCachePort": "<<CRED_CANARY>>", "redisCacheSslEnabled": "true"}),
+        "bad-url": objects.credential_body("bad-url", "PostgresUrl", {"postgresUrl": "<<CRED_CANARY>>"}),
+        "oversized": objects.credential_body("oversized", "openAIApi", {"openAIApiKey": "<<CRED_BIG>>"}),
+        "missing-key": objects.credential_body("missing-key", "PostgresApi", {"user": "u"},
+                                               value_from={"password": ("ref", "nope")}),
+        "duplicate": objects.credential_body("duplicate", "openAIApi", {"openAIApiKey": "<<CRED_CANARY>>"}),
+    }
+    for body in good.values():
+        create(body)
+    for name in ("env", "ref-cred", "embedded", "literal"):
+        objects.wait_for_reason(kube_api, owner, name, "Encrypted")
+    env_id = objects.get_credential(kube_api, owner, "env")["status"]["id"]  # type: ignore[index]
+    bad["duplicate"]["spec"]["id"] = env_id
+    for body in bad.values():
+        create(body)
+    for name, reason in [("forbidden", "EnvReferenceForbidden"), ("setting", "EnvReferenceForbidden"),
+                         ("bad-number", "ValidationFailed"), ("bad-url", "ValidationFailed"),
+                         ("oversized", "ValidationFailed"), ("missing-key", "SecretReferenceMissing"),
+                         ("duplicate", "DuplicateId")]:
+        objects.wait_for_reason(kube_api, owner, name, reason)
+
+    # Admission refusals quote fields, never values.
+    refusals = [
+        _expect_refusal(lambda: create(objects.credential_body(
+            "refused", "openAIApi", {"openAIApiKey": "<<CRED_CANARY>>", "extra": LITERAL_CANARY}))),
+        _expect_refusal(lambda: create(objects.credential_body(
+            "refused2", "PostgresUrl", {"postgresUrl": LITERAL_CANARY}))),
+    ]
+
+    # Sharing, tampering, rotation and a restart exercise every other code path that handles values.
+    client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+        names.GROUP, names.VERSION, owner, names.CREDENTIAL_SHARE_PLURAL,
+        objects.share_body("share", "env", [target]))
+    objects.wait_for_reason(kube_api, target, f"{owner}.env", "Encrypted")
+    client.CoreV1Api(kube_api).patch_namespaced_secret(
+        "env", owner, {"data": {"encryptedData": base64.b64encode(b"cb1.00000000.AAAA").decode()}})
+    objects.wait_until(lambda: objects.decoded(objects.read_secret(kube_api, owner, "env") or {})
+                       .get("encryptedData", "").startswith("cb1.") and
+                       "00000000" not in objects.decoded(objects.read_secret(kube_api, owner, "env") or {})
+                       ["encryptedData"], what="tamper repair")
+    rotated = keyrings.rotate(kube_api, "credbridge-system", names.DEFAULT_KEYRING_SECRET, secrets.token_bytes)
+    objects.wait_until(lambda: (objects.get_credential(kube_api, target, f"{owner}.env") or {})
+                       .get("status", {}).get("keyId") == rotated.active_id, what="rotation to reach the mirror")
+    credbridge_operator.restart()
+    objects.wait_until(lambda: 'result="unchanged"' in credbridge_operator.process.metrics(), what="resync")
+
+    # --- the scan -------------------------------------------------------------------------
+    haystacks: dict[str, str] = {"operator logs": credbridge_operator.logs(), "admission refusals": "\n".join(refusals)}
+    custom, core = client.CustomObjectsApi(kube_api), client.CoreV1Api(kube_api)
+    for plural in (names.CREDENTIAL_PLURAL, names.CREDENTIAL_SHARE_PLURAL):
+        for item in custom.list_cluster_custom_object(names.GROUP, names.VERSION, plural)["items"]:
+            metadata = item["metadata"]
+            where = f"{plural} {metadata['namespace']}/{metadata['name']}"
+            haystacks[f"{where} status"] = json.dumps(item.get("status"))
+            haystacks[f"{where} labels+annotations"] = json.dumps([metadata.get("labels"), metadata.get("annotations")])
+    for secret in core.list_secret_for_all_namespaces().items:
+        where = f"secret {secret.metadata.namespace}/{secret.metadata.name}"
+        haystacks[f"{where} labels+annotations"] = json.dumps([secret.metadata.labels, secret.metadata.annotations])
+        if secret.type == names.SECRET_TYPE:
+            visible = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items() if k != "encryptedData"}
+            haystacks[f"{where} plain data"] = json.dumps(visible)
+    for event in core.list_event_for_all_namespaces().items:
+        haystacks[f"event {event.metadata.namespace}/{event.metadata.name}"] = f"{event.reason} {event.message}"
+    assert control_plane.audit_log is not None
+    haystacks["audit log"] = control_plane.audit_log.read_text()
+
+    assert len(haystacks) > 40, "the scan should cover many objects"
+    leaks = [(where, canary[:12]) for where, text in haystacks.items() for canary in SECRET_CANARIES if canary in text]
+    assert leaks == [], f"secret values leaked into: {leaks}"
+    literal_leaks = [where for where, text in haystacks.items() if LITERAL_CANARY in text]
+    assert literal_leaks == [], f"literal values leaked into: {literal_leaks}"
+    # And the scan is not vacuous: the operator did log at debug level and did post Events.
+    assert "DEBUG" in haystacks["operator logs"]
+    assert any(key.startswith("event ") and "EnvReferenceForbidden" in text for key, text in haystacks.items())
