@@ -23,11 +23,13 @@ def add_keyring_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keyring-secret",
         default=names.DEFAULT_KEYRING_SECRET,
+        metavar="NAME",
         help="name of the keyring Secret (default: %(default)s)",
     )
     parser.add_argument(
         "--operator-namespace",
         default=runner.default_operator_namespace(),
+        metavar="NS",
         help="namespace of the keyring Secret (default: $POD_NAMESPACE or credbridge-system)",
     )
     parser.add_argument("--as", dest="as_user", metavar="USER", help="impersonate USER (to check what USER may do)")

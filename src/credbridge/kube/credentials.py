@@ -71,7 +71,7 @@ def _requests_for(action: str) -> collections.abc.Iterator[None]:
             action, None, f"the API server did not answer ({type(error).__name__}): check KUBECONFIG and the cluster"
         ) from None
     except config.ConfigException as error:
-        raise ApiError(action, None, f"no usable kubeconfig ({error}): set KUBECONFIG") from None
+        raise ApiError(action, None, f"no usable kubeconfig ({error}): check KUBECONFIG") from None
 
 
 def connect(*, as_user: str | None = None) -> client.ApiClient:

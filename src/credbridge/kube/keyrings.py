@@ -89,7 +89,7 @@ def rotate(api: client.ApiClient, namespace: str, name: str, random_bytes: envel
 
 
 def retire(api: client.ApiClient, namespace: str, name: str, key_id: str, in_use: Collection[str]) -> keyring.Keyring:
-    """Remove a key that no Credential uses any more (`in_use`: key ids of managed Secrets)."""
+    """Remove a key that no Credential uses any more (`in_use`: status.keyId of every Credential)."""
     loaded = load(api, namespace, name)
     if loaded is None:
         raise keyring.KeyringError(f"keyring Secret {namespace}/{name} does not exist")
