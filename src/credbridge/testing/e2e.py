@@ -15,7 +15,8 @@ import json
 import pathlib
 import re
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -202,5 +203,18 @@ def rbac_problems(log: str, audit_events: Sequence[Mapping[str, Any]], user: str
             explained.add(str(ref["namespace"]))
     for line in log.splitlines():
         if _DENIAL.search(line) and not any(f"{namespace}/" in line for namespace in explained):
-            problems.append(f"log: {line}")
+            problems.append(f"log: {line[:400]}")
     return problems
+
+
+def wait_or_explain(
+    predicate: Callable[[], Any], *, timeout: float, message: str, explain: Callable[[], str], interval: float = 0.5
+) -> Any:
+    """Poll `predicate` like `fixtures.wait_for`; on timeout fail with `explain()`, the state that tells why."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {message}\n{explain()}")

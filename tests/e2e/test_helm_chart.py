@@ -1,0 +1,259 @@
+"""The Helm chart installed with `helm install`, the operator running as the chart's ServiceAccount.
+
+There is no kubelet, so the chart's Deployment never gets a Pod (the release is installed with
+`replicaCount=0`, the chart's out-of-cluster mode). The `helm_release` fixture runs `credbridge run`
+as a local process instead, with the container args the chart rendered and a kubeconfig holding a
+TokenRequest token of the chart's ServiceAccount: every API call the operator makes is authorized
+by the chart's ClusterRole, so missing RBAC fails these tests. `webhook.url=https://127.0.0.1:<port>`
+makes the chart issue its webhook certificate for 127.0.0.1 and point the webhook configuration at
+the local process, which serves that certificate (read from the chart's Secret, as the Pod would
+mount it).
+
+CRDs: the session fixture has already installed crds/, which are the same files as the chart's
+crds/. `helm install` runs without `--skip-crds`, the path users take: Helm finds the CRDs present
+and skips them, and never manages or deletes them. That the chart's own CRD files are accepted by
+the API server and agree with the installed ones is checked with a server-side dry-run apply of
+`helm show crds`, which validates them without replacing what the rest of the session relies on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from credbridge.testing import controlplane, e2e, operator
+from credbridge.testing.fixtures import TEST_LABEL, AuditLog, Namespaces, kubectl_run, unique_name, wait_for
+
+pytestmark = pytest.mark.cluster
+
+CRDS = ("credentials.credbridge.io", "credentialshares.credbridge.io", "credentialtypes.credbridge.io")
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """A helm release of the chart and the operator process running as its ServiceAccount."""
+
+    name: str
+    namespace: str
+    service_account_user: str
+    webhook_configuration: str
+    cert_secret: str
+    operator: operator.OperatorProcess
+    openai_key: str = dataclasses.field(repr=False)
+
+
+@pytest.fixture
+def helm_release(
+    control_plane: controlplane.ControlPlane,
+    namespaces: Namespaces,
+    run_operator: Callable[..., operator.OperatorProcess],
+    tmp_path: pathlib.Path,
+) -> Iterator[Release]:
+    """`helm install` of the chart into a fresh namespace, and the operator running under its RBAC.
+
+    Function-scoped so each test starts from a fresh release: the install test upgrades and
+    uninstalls its release, which a shared one could not survive. Teardown uninstalls the release
+    (removing its webhook configuration) before `run_operator` stops the process, so the API server
+    is never left calling a webhook nobody serves.
+    """
+    namespace = namespaces.create("cb-e2e")
+    name = unique_name("credbridge-e2e")
+    port = controlplane.free_port()
+    e2e.helm(
+        control_plane,
+        "install",
+        name,
+        str(e2e.CHART_DIR),
+        "--namespace",
+        namespace,
+        "--set",
+        "replicaCount=0",
+        "--set",
+        f"webhook.url=https://127.0.0.1:{port}",
+    )
+    try:
+        manifests = e2e.load_manifests(e2e.helm(control_plane, "get", "manifest", name, "-n", namespace).stdout)
+        (service_account,) = (obj["metadata"]["name"] for obj in manifests if obj["kind"] == "ServiceAccount")
+        (cert_secret,) = (
+            obj["metadata"]["name"]
+            for obj in manifests
+            if obj["kind"] == "Secret" and obj.get("type") == "kubernetes.io/tls"
+        )
+        (webhook_configuration,) = (
+            obj["metadata"]["name"] for obj in manifests if obj["kind"] == "ValidatingWebhookConfiguration"
+        )
+        certfile, keyfile = e2e.write_tls_secret(control_plane, namespace, cert_secret, tmp_path / "webhook-cert")
+        kubeconfig = e2e.service_account_kubeconfig(
+            control_plane, namespace, service_account, tmp_path / "operator.kubeconfig"
+        )
+        openai_key = f"sk-e2e-canary-{uuid.uuid4().hex}"
+        process = run_operator(
+            *e2e.deployment_args(manifests),
+            "--webhook-port",
+            str(port),
+            "--webhook-certfile",
+            str(certfile),
+            "--webhook-pkeyfile",
+            str(keyfile),
+            "--webhook-host",
+            "127.0.0.1",
+            "--operator-namespace",
+            namespace,
+            kubeconfig=kubeconfig,
+            env={"CRED_DEMO_OPENAI_API_KEY": openai_key},
+        )
+        wait_for(
+            lambda: e2e.webhook_answers(control_plane, namespace, TEST_LABEL),
+            timeout=30,
+            message="the API server to reach the operator's webhook at the chart's webhook.url",
+        )
+        yield Release(
+            name=name,
+            namespace=namespace,
+            service_account_user=f"system:serviceaccount:{namespace}:{service_account}",
+            webhook_configuration=webhook_configuration,
+            cert_secret=cert_secret,
+            operator=process,
+            openai_key=openai_key,
+        )
+    finally:
+        e2e.helm(control_plane, "uninstall", name, "-n", namespace, "--wait", check=False)
+
+
+def credential_rows(plane: controlplane.ControlPlane, namespaces: set[str]) -> dict[tuple[str, str], dict[str, str]]:
+    """`kubectl get credentials -A`, as a user reads it, keyed by (namespace, name)."""
+    output = plane.kubectl("get", "credentials", "-A")
+    return {(row["NAMESPACE"], row["NAME"]): row for row in e2e.table(output) if row["NAMESPACE"] in namespaces}
+
+
+def test_helm_install_runs_the_operator_under_the_chart_rbac(
+    control_plane: controlplane.ControlPlane,
+    helm_release: Release,
+    namespaces: Namespaces,
+    audit: AuditLog,
+) -> None:
+    """examples/ applied with kubectl reach their documented states; upgrade and uninstall behave.
+
+    The operator acts only as the chart's ServiceAccount: no request of it is refused (no 403 in its
+    log or the audit log), and the audit log shows its writes under the ServiceAccount's name.
+    """
+    plane = control_plane
+    mark = audit.mark()
+    crds = e2e.helm(plane, "show", "crds", str(e2e.CHART_DIR)).stdout
+    dry_run = kubectl_run(plane, "apply", "--server-side", "--dry-run=server", "-f", "-", input=crds)
+    assert dry_run.returncode == 0, f"the chart's CRDs are not accepted by the API server:\n{dry_run.stderr}"
+
+    team_a, team_b = unique_name("team-a"), unique_name("team-b")
+    namespaces.created += [team_a, team_b]
+    manifests = e2e.examples({"team-a": team_a, "team-b": team_b}, TEST_LABEL)
+    applied = kubectl_run(plane, "apply", "-f", "-", input=manifests)
+    assert applied.returncode == 0, f"kubectl apply of examples/ failed:\n{applied.stderr}"
+
+    mirror = f"{team_a}.production-openai"
+    expected = {
+        (team_a, "production-openai"): ("True", "Encrypted"),
+        (team_a, "orders-postgres"): ("True", "Encrypted"),
+        (team_a, "staging-anthropic"): ("False", "EnvReferenceMissing"),
+        (team_b, mirror): ("True", "Encrypted"),
+    }
+
+    def settled() -> dict[tuple[str, str], dict[str, str]] | None:
+        rows = credential_rows(plane, {team_a, team_b})
+        states = {key: (row.get("READY"), row.get("REASON")) for key, row in rows.items()}
+        return rows if all(states.get(key) == state for key, state in expected.items()) else None
+
+    def explain() -> str:
+        problems = e2e.rbac_problems(helm_release.operator.logs(), audit.events(), helm_release.service_account_user)
+        return (
+            plane.kubectl("get", "credentials", "-n", team_a)
+            + plane.kubectl("get", "credentials", "-n", team_b)
+            + ("RBAC problems:\n" + "\n".join(problems[:8]) if problems else "no RBAC problems seen")
+            + "\noperator log tail:\n"
+            + "\n".join(helm_release.operator.logs().splitlines()[-15:])
+        )
+
+    e2e.wait_or_explain(
+        settled, timeout=40, message="the example Credentials to reach their documented states", explain=explain
+    )
+    rows = credential_rows(plane, {team_a, team_b})
+    assert set(rows) == set(expected), plane.kubectl("get", "credentials", "-A")
+    assert rows[(team_b, mirror)]["SHARED"] == "true"
+    assert rows[(team_a, "production-openai")]["DISPLAY NAME"] == "Production OpenAI"
+
+    log = helm_release.operator.logs()
+    problems = e2e.rbac_problems(log, audit.events(), helm_release.service_account_user)
+    assert problems == [], "the chart's ClusterRole lacks what the operator does:\n" + "\n".join(problems)
+    for team in (team_a, team_b):
+        writes = audit.writes(since=mark, user=helm_release.service_account_user, resources=["secrets"], namespace=team)
+        assert writes, f"no Secret writes in {team} by {helm_release.service_account_user}"
+    operator_writers = {
+        event["user"]["username"]
+        for event in audit.writes(since=mark, resources=["credentials"], namespace=team_b)
+        if event.get("objectRef", {}).get("subresource") in (None, "status")
+    }
+    assert operator_writers == {helm_release.service_account_user}, operator_writers
+    assert helm_release.openai_key not in log, "the operator logged a secret value"
+
+    # helm upgrade with a changed value: applied, and the webhook certificate is kept, so the running
+    # operator (which loaded it) still answers the API server.
+    cert_before = e2e.kubectl_json(plane, "get", "secret", helm_release.cert_secret, "-n", helm_release.namespace)
+    e2e.helm(
+        plane,
+        "upgrade",
+        helm_release.name,
+        str(e2e.CHART_DIR),
+        "-n",
+        helm_release.namespace,
+        "--reuse-values",
+        "--set",
+        "webhook.timeoutSeconds=7",
+    )
+    status = json.loads(e2e.helm(plane, "status", helm_release.name, "-n", helm_release.namespace, "-o", "json").stdout)
+    assert status["version"] == 2 and status["info"]["status"] == "deployed"
+    configuration = e2e.kubectl_json(plane, "get", "validatingwebhookconfiguration", helm_release.webhook_configuration)
+    assert [hook["timeoutSeconds"] for hook in configuration["webhooks"]] == [7, 7]
+    cert_after = e2e.kubectl_json(plane, "get", "secret", helm_release.cert_secret, "-n", helm_release.namespace)
+    assert cert_after["data"] == cert_before["data"], "helm upgrade replaced an unchanged webhook certificate"
+    assert e2e.webhook_answers(plane, team_a, TEST_LABEL), "the webhook stopped answering after helm upgrade"
+
+    # helm uninstall: the webhook configuration and RBAC go; CRDs, Credentials and the keyring stay.
+    e2e.helm(plane, "uninstall", helm_release.name, "-n", helm_release.namespace, "--wait")
+    gone = kubectl_run(plane, "get", "validatingwebhookconfiguration", helm_release.webhook_configuration)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
+    crds_left = kubectl_run(plane, "get", "crd", *CRDS)
+    assert crds_left.returncode == 0, f"helm uninstall removed CRDs:\n{crds_left.stderr}"
+    assert set(credential_rows(plane, {team_a, team_b})) == set(expected)
+    keyring = kubectl_run(plane, "get", "secret", "credbridge-keyring", "-n", helm_release.namespace)
+    assert keyring.returncode == 0, "helm uninstall deleted the keyring Secret"
+
+
+def test_webhook_denies_invalid_credential_at_apply(
+    control_plane: controlplane.ControlPlane, helm_release: Release, namespace: str, audit: AuditLog
+) -> None:
+    """The chart's webhook, served by the operator, answers `kubectl apply` with errors and warnings."""
+    invalid = e2e.credential_manifest(
+        namespace,
+        "typo",
+        {"openAIApiKey": "<<CRED_DEMO_OPENAI_API_KEY>>", "organisationIdd": "org-123"},
+        TEST_LABEL,
+    )
+    denied = kubectl_run(control_plane, "apply", "-f", "-", input=invalid)
+    assert denied.returncode != 0, denied.stdout
+    assert 'admission webhook "credentials.credbridge.io" denied the request' in denied.stderr, denied.stderr
+    assert "organisationIdd" in denied.stderr and "openAIApi" in denied.stderr, denied.stderr
+    assert kubectl_run(control_plane, "get", "credential", "typo", "-n", namespace).returncode != 0
+
+    literal_value = f"sk-literal-{uuid.uuid4().hex}"
+    literal = e2e.credential_manifest(namespace, "literal", {"openAIApiKey": literal_value}, TEST_LABEL)
+    accepted = kubectl_run(control_plane, "apply", "-f", "-", input=literal)
+    assert accepted.returncode == 0, accepted.stderr
+    warnings = [line for line in accepted.stderr.splitlines() if line.startswith("Warning:")]
+    assert warnings and "openAIApiKey" in warnings[0], accepted.stderr
+    assert literal_value not in accepted.stderr, "the admission warning echoed the secret value"
+    problems = e2e.rbac_problems(helm_release.operator.logs(), audit.events(), helm_release.service_account_user)
+    assert problems == [], "the chart's ClusterRole lacks what the operator does:\n" + "\n".join(problems)
