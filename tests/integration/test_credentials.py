@@ -57,6 +57,14 @@ def open_secret(api: client.ApiClient, namespace: str, name: str) -> dict[str, s
     return dict(planning.open_managed_secret(view, planning.SecretView.from_object(secret), loaded[0]))
 
 
+def opens_to(api: client.ApiClient, namespace: str, name: str, expected: dict[str, str]) -> bool:
+    """True once the managed Secret opens to `expected` (False while it is tampered or missing)."""
+    try:
+        return open_secret(api, namespace, name) == expected
+    except (envelope.EnvelopeError, AssertionError):
+        return False
+
+
 def test_env_reference_becomes_an_encrypted_secret_owned_by_the_credential(
     kube_api: client.ApiClient, namespace: str
 ) -> None:
@@ -499,3 +507,43 @@ def test_builtin_types_are_all_in_the_cluster_and_drift_is_reverted(kube_api: cl
         ),
         what="the built-in type to be reverted",
     )
+
+
+def test_operator_reverts_drift_on_mirrors_even_without_the_webhook(
+    kube_api: client.ApiClient, namespaces: Namespaces
+) -> None:
+    owner = namespaces.create("owner")
+    target = namespaces.create("target", annotations={names.ACCEPT_SHARES_ANNOTATION: owner})
+    objects.create_credential(
+        kube_api,
+        owner,
+        objects.credential_body(
+            "openai", "openAIApi", {"openAIApiKey": "<<CRED_OPENAI>>"}, spec_extra={"displayName": "Owner's key"}
+        ),
+    )
+    objects.wait_for_reason(kube_api, owner, "openai", "Encrypted")
+    objects.create_share(kube_api, owner, objects.share_body("s", "openai", [target]))
+    mirror = f"{owner}.openai"
+    objects.wait_for_reason(kube_api, target, mirror, "Encrypted")
+
+    objects.patch_credential(kube_api, target, mirror, {"spec": {"displayName": "Hijacked"}})
+    objects.wait_until(
+        lambda: (objects.get_credential(kube_api, target, mirror) or {})["spec"]["displayName"] == "Owner's key",
+        what="the mirror's spec to be reverted",
+    )
+
+    client.CoreV1Api(kube_api).patch_namespaced_secret(mirror, target, {"data": {"encryptedData": "AAAA"}})
+    objects.wait_until(
+        lambda: opens_to(kube_api, target, mirror, {"openAIApiKey": OPENAI_KEY}),
+        what="the mirror's Secret to be repaired",
+    )
+
+    objects.delete_credential(kube_api, target, mirror)
+    objects.wait_until(
+        lambda: (
+            (c := objects.get_credential(kube_api, target, mirror))
+            and objects.ready(c)
+            and objects.ready(c)["reason"] == "Encrypted"
+        ),
+        what="the deleted mirror to come back",
+    )  # type: ignore[index]

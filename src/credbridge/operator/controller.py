@@ -95,7 +95,11 @@ class Controller:
             self.queue.add(other)
         if event_type != "DELETED":
             self.queue.add(key)
-        if not (body.get("spec") or {}).get("sharedFrom") and (event_type == "DELETED" or self._shares_of(key)):
+        shared_from = (body.get("spec") or {}).get("sharedFrom")
+        if shared_from:
+            # A mirror changed or went away: its source's share plan reverts the drift.
+            self.share_queue.add((str(shared_from.get("namespace")), str(shared_from.get("name"))))
+        elif event_type == "DELETED" or self._shares_of(key):
             self.share_queue.add(key)
 
     def secret_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -328,7 +332,16 @@ class Controller:
                 )
                 metrics.API_WRITES.labels("events", "create").inc()
             except client.ApiException as error:
-                logger.warning("could not post an event for %s/%s: HTTP %s", view.namespace, view.name, error.status)
+                # A namespace being deleted refuses new Events (403): expected, not an RBAC gap.
+                terminating = error.status == 403 and "being terminated" in str(error.body or "")
+                logger.log(
+                    logging.DEBUG if terminating else logging.WARNING,
+                    "could not post an event for %s/%s: HTTP %s %s",
+                    view.namespace,
+                    view.name,
+                    error.status,
+                    error.reason,
+                )
         ready = "False" if plan.failure else "True"
         key_id = str(plan.status.get("keyId") or "")
         metrics.STATE.set_credential((view.namespace, view.name), ready, view.type_name, key_id)

@@ -108,8 +108,10 @@ class WorkQueue(Generic[Key]):
                 self._handler(key)
             except Exception as error:
                 failed = True
-                # Only the exception's type and the key: messages of library errors may quote bodies.
-                logger.warning("%s of %s failed with %s; retrying", self._name, key, type(error).__name__)
+                # The exception's type and HTTP status only: messages of library errors may quote bodies.
+                status = getattr(error, "status", None)
+                detail = f" (HTTP {status} {getattr(error, 'reason', '')})" if status else ""
+                logger.warning("%s of %s failed with %s%s; retrying", self._name, key, type(error).__name__, detail)
             with self._lock:
                 self._running.discard(key)
                 if failed:
