@@ -8,6 +8,7 @@ process ids, and every process's log.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -217,7 +218,14 @@ def _demo() -> int:
     types = _kubectl(state, "get", "credentialtypes", "-o", "name").split()
     print(f"\n{len(types)} credential types are installed; the first few:")
     print("\n".join(_kubectl(state, "get", "credentialtypes").splitlines()[:6]))
-    print("\nThe operator's environment held CRED_DEMO_OPENAI_API_KEY; the Secret holds only ciphertext.")
-    print("Try: credbridge dev kubectl describe credential staging-anthropic -n team-a")
+    token = base64.b64decode(_kubectl(state, "get", "secret", "production-openai", "-n", "team-a", "-o",
+                                      "jsonpath={.data.encryptedData}")).decode()
+    print("\nThe operator's environment held CRED_DEMO_OPENAI_API_KEY; Secret team-a/production-openai holds")
+    print(f"only ciphertext: encryptedData = {token[:48]}...")
+    reason = _kubectl(state, "get", "credential", "staging-anthropic", "-n", "team-a", "-o",
+                      "jsonpath={.status.conditions[0].message}")
+    print(f"\nWhy staging-anthropic is not Ready:\n  {reason}")
+    print("\nTry: .venv/bin/credbridge dev kubectl describe credential staging-anthropic -n team-a")
+    print("     KUBECONFIG=" + state["kubeconfig"] + " .venv/bin/credbridge reveal production-openai -n team-a")
     print("Stop everything with: make demo-down")
     return 0
