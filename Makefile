@@ -33,7 +33,7 @@ lint: venv ## ruff, mypy --strict and the import-layer contracts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test-unit: venv ## Pure unit tests (no cluster)
+test-unit: venv controlplane ## Unit tests (no cluster; the chart tests need the helm binary)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: venv controlplane ## Operator tests on the local control plane

@@ -32,6 +32,13 @@ def operator_kubeconfig(control_plane: controlplane.ControlPlane) -> pathlib.Pat
     return control_plane.user_kubeconfig(OPERATOR_USER, groups=["system:masters"])
 
 
+@pytest.fixture(scope="session")
+def operator_namespace(kube_api: client.ApiClient) -> str:
+    """The namespace of the shared keyring, created once per session."""
+    ensure_namespace(kube_api, OPERATOR_NAMESPACE)
+    return OPERATOR_NAMESPACE
+
+
 @pytest.fixture(scope="module")
 def operator_env() -> dict[str, str]:
     """Environment variables the module's operator gets; modules override this fixture."""
@@ -52,20 +59,21 @@ class OperatorHandle:
         self.generation = 0
         self.process = self._start()
 
-    def _start(self) -> operator.OperatorProcess:
+    def _start(self, extra_args: tuple[str, ...] = ()) -> operator.OperatorProcess:
         self.generation += 1
         return operator.start(
             self.kubeconfig,
             self.workdir / f"operator-{self.generation}.log",
-            args=["--operator-namespace", OPERATOR_NAMESPACE, "--log-level", "debug", *self.args],
+            args=["--operator-namespace", OPERATOR_NAMESPACE, "--log-level", "debug", *self.args, *extra_args],
             env=self.env,
         )
 
-    def restart(self, env: dict[str, str] | None = None) -> operator.OperatorProcess:
+    def restart(self, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> operator.OperatorProcess:
+        """Stop the operator and start it again, optionally with other variables or extra flags."""
         self.process.stop()
         if env is not None:
             self.env = env
-        self.process = self._start()
+        self.process = self._start(extra_args)
         return self.process
 
     def logs(self) -> str:
@@ -78,13 +86,12 @@ class OperatorHandle:
 @pytest.fixture(scope="module")
 def credbridge_operator(
     control_plane: controlplane.ControlPlane,
-    kube_api: client.ApiClient,
+    operator_namespace: str,
     operator_kubeconfig: pathlib.Path,
     operator_env: dict[str, str],
     operator_args: list[str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorHandle]:
-    ensure_namespace(kube_api, OPERATOR_NAMESPACE)
     handle = OperatorHandle(operator_kubeconfig, tmp_path_factory.mktemp("operator"), operator_args, operator_env)
     yield handle
     handle.stop()

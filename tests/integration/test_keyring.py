@@ -111,3 +111,16 @@ def test_rotate_then_retire_keeps_every_key_in_use(kube_api: client.ApiClient, n
         keyrings.retire(kube_api, operator_namespace, names.DEFAULT_KEYRING_SECRET, second.active_id, in_use=[])
     retired = keyrings.retire(kube_api, operator_namespace, names.DEFAULT_KEYRING_SECRET, first.active_id, in_use=[])
     assert retired.ids() == [second.active_id]
+
+
+def test_missing_operator_namespace_is_named_in_the_refusal(
+    operator_kubeconfig: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    process = operator.start(
+        operator_kubeconfig,
+        tmp_path / "operator.log",
+        wait_ready=False,
+        args=["--operator-namespace", "no-such-namespace-here", "--webhook-port", "0"],
+    )
+    assert process.popen.wait(60) == 2
+    assert "the operator namespace no-such-namespace-here does not exist" in process.logs()

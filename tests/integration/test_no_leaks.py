@@ -29,8 +29,12 @@ SECRET_CANARIES = (ENV_CANARY, REF_CANARY, FORBIDDEN_CANARY, SETTING_CANARY)
 
 @pytest.fixture(scope="module")
 def operator_env() -> dict[str, str]:
-    return {"CRED_CANARY": ENV_CANARY, "OTHER_CANARY": FORBIDDEN_CANARY, "CREDBRIDGE_CANARY": SETTING_CANARY,
-            "CRED_BIG": ENV_CANARY * 2100}
+    return {
+        "CRED_CANARY": ENV_CANARY,
+        "OTHER_CANARY": FORBIDDEN_CANARY,
+        "CREDBRIDGE_CANARY": SETTING_CANARY,
+        "CRED_BIG": ENV_CANARY * 2100,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +49,10 @@ def _expect_refusal(call: Any) -> str:
 
 
 def test_no_canary_leaves_ciphertext(
-    control_plane: controlplane.ControlPlane, kube_api: client.ApiClient, namespaces: Namespaces,
-    credbridge_operator  # type: ignore[no-untyped-def]
+    control_plane: controlplane.ControlPlane,
+    kube_api: client.ApiClient,
+    namespaces: Namespaces,
+    credbridge_operator,  # type: ignore[no-untyped-def]
 ) -> None:
     owner = namespaces.create("leak-a")
     target = namespaces.create("leak-b", annotations={names.ACCEPT_SHARES_ANNOTATION: owner})
@@ -54,22 +60,33 @@ def test_no_canary_leaves_ciphertext(
     create = lambda body: objects.create_credential(kube_api, owner, body)  # noqa: E731
     good = {
         "env": objects.credential_body("env", "openAIApi", {"openAIApiKey": "<<CRED_CANARY>>"}),
-        "ref": objects.credential_body("ref-cred", "PostgresApi", {"user": "u"},
-                                       value_from={"password": ("ref", "password")}),
-        "embedded": objects.credential_body("embedded", "PostgresUrl",
-                                            {"postgresUrl": "postgres://u:<<CRED_CANARY>>@db/app"}),
+        "ref": objects.credential_body(
+            "ref-cred", "PostgresApi", {"user": "u"}, value_from={"password": ("ref", "password")}
+        ),
+        "embedded": objects.credential_body(
+            "embedded", "PostgresUrl", {"postgresUrl": "postgres://u:<<CRED_CANARY>>@db/app"}
+        ),
         "literal": objects.credential_body("literal", "openAIApi", {"openAIApiKey": LITERAL_CANARY}),
     }
     bad = {
         "forbidden": objects.credential_body("forbidden", "openAIApi", {"openAIApiKey": "<<OTHER_CANARY>>"}),
         "setting": objects.credential_body("setting", "openAIApi", {"openAIApiKey": "<<CREDBRIDGE_CANARY>>"}),
-        "bad-number": objects.credential_body("bad-number", "redisCacheApi", {
-            "redisCacheHost": "h", "redisCacheUser": "u", "redisCachePwd": "<<CRED_CANARY>>",
-            "redisCachePort": "<<CRED_CANARY>>", "redisCacheSslEnabled": "true"}),
+        "bad-number": objects.credential_body(
+            "bad-number",
+            "redisCacheApi",
+            {
+                "redisCacheHost": "h",
+                "redisCacheUser": "u",
+                "redisCachePwd": "<<CRED_CANARY>>",
+                "redisCachePort": "<<CRED_CANARY>>",
+                "redisCacheSslEnabled": "true",
+            },
+        ),
         "bad-url": objects.credential_body("bad-url", "PostgresUrl", {"postgresUrl": "<<CRED_CANARY>>"}),
         "oversized": objects.credential_body("oversized", "openAIApi", {"openAIApiKey": "<<CRED_BIG>>"}),
-        "missing-key": objects.credential_body("missing-key", "PostgresApi", {"user": "u"},
-                                               value_from={"password": ("ref", "nope")}),
+        "missing-key": objects.credential_body(
+            "missing-key", "PostgresApi", {"user": "u"}, value_from={"password": ("ref", "nope")}
+        ),
         "duplicate": objects.credential_body("duplicate", "openAIApi", {"openAIApiKey": "<<CRED_CANARY>>"}),
     }
     for body in good.values():
@@ -80,35 +97,57 @@ def test_no_canary_leaves_ciphertext(
     bad["duplicate"]["spec"]["id"] = env_id
     for body in bad.values():
         create(body)
-    for name, reason in [("forbidden", "EnvReferenceForbidden"), ("setting", "EnvReferenceForbidden"),
-                         ("bad-number", "ValidationFailed"), ("bad-url", "ValidationFailed"),
-                         ("oversized", "ValidationFailed"), ("missing-key", "SecretReferenceMissing"),
-                         ("duplicate", "DuplicateId")]:
+    for name, reason in [
+        ("forbidden", "EnvReferenceForbidden"),
+        ("setting", "EnvReferenceForbidden"),
+        ("bad-number", "ValidationFailed"),
+        ("bad-url", "ValidationFailed"),
+        ("oversized", "ValidationFailed"),
+        ("missing-key", "SecretReferenceMissing"),
+        ("duplicate", "DuplicateId"),
+    ]:
         objects.wait_for_reason(kube_api, owner, name, reason)
 
     # Admission refusals quote fields, never values.
     refusals = [
-        _expect_refusal(lambda: create(objects.credential_body(
-            "refused", "openAIApi", {"openAIApiKey": "<<CRED_CANARY>>", "extra": LITERAL_CANARY}))),
-        _expect_refusal(lambda: create(objects.credential_body(
-            "refused2", "PostgresUrl", {"postgresUrl": LITERAL_CANARY}))),
+        _expect_refusal(
+            lambda: create(
+                objects.credential_body(
+                    "refused", "openAIApi", {"openAIApiKey": "<<CRED_CANARY>>", "extra": LITERAL_CANARY}
+                )
+            )
+        ),
+        _expect_refusal(
+            lambda: create(objects.credential_body("refused2", "PostgresUrl", {"postgresUrl": LITERAL_CANARY}))
+        ),
     ]
 
     # Sharing, tampering, rotation and a restart exercise every other code path that handles values.
     client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
-        names.GROUP, names.VERSION, owner, names.CREDENTIAL_SHARE_PLURAL,
-        objects.share_body("share", "env", [target]))
+        names.GROUP, names.VERSION, owner, names.CREDENTIAL_SHARE_PLURAL, objects.share_body("share", "env", [target])
+    )
     objects.wait_for_reason(kube_api, target, f"{owner}.env", "Encrypted")
     client.CoreV1Api(kube_api).patch_namespaced_secret(
-        "env", owner, {"data": {"encryptedData": base64.b64encode(b"cb1.00000000.AAAA").decode()}})
-    objects.wait_until(lambda: objects.decoded(objects.read_secret(kube_api, owner, "env") or {})
-                       .get("encryptedData", "").startswith("cb1.") and
-                       "00000000" not in objects.decoded(objects.read_secret(kube_api, owner, "env") or {})
-                       ["encryptedData"], what="tamper repair")
+        "env", owner, {"data": {"encryptedData": base64.b64encode(b"cb1.00000000.AAAA").decode()}}
+    )
+    objects.wait_until(
+        lambda: (
+            objects.decoded(objects.read_secret(kube_api, owner, "env") or {})
+            .get("encryptedData", "")
+            .startswith("cb1.")
+            and "00000000" not in objects.decoded(objects.read_secret(kube_api, owner, "env") or {})["encryptedData"]
+        ),
+        what="tamper repair",
+    )
     rotated = keyrings.rotate(kube_api, "credbridge-system", names.DEFAULT_KEYRING_SECRET, secrets.token_bytes)
-    objects.wait_until(lambda: (objects.get_credential(kube_api, target, f"{owner}.env") or {})
-                       .get("status", {}).get("keyId") == rotated.active_id, what="rotation to reach the mirror")
-    credbridge_operator.restart()
+    objects.wait_until(
+        lambda: (
+            (objects.get_credential(kube_api, target, f"{owner}.env") or {}).get("status", {}).get("keyId")
+            == rotated.active_id
+        ),
+        what="rotation to reach the mirror",
+    )
+    credbridge_operator.restart(extra_args=("--log-format", "json"))  # the scan covers both formats
     objects.wait_until(lambda: 'result="unchanged"' in credbridge_operator.process.metrics(), what="resync")
 
     # --- the scan -------------------------------------------------------------------------
@@ -138,4 +177,5 @@ def test_no_canary_leaves_ciphertext(
     assert literal_leaks == [], f"literal values leaked into: {literal_leaks}"
     # And the scan is not vacuous: the operator did log at debug level and did post Events.
     assert "DEBUG" in haystacks["operator logs"]
+    assert '"level": "debug"' in haystacks["operator logs"]
     assert any(key.startswith("event ") and "EnvReferenceForbidden" in text for key, text in haystacks.items())

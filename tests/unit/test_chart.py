@@ -134,18 +134,46 @@ def test_default_args_watch_all_namespaces_and_use_the_mounted_certificate(helm:
     assert secret_volumes == [find(objects, "Secret")["metadata"]["name"]]
 
 
+def operator_role(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ClusterRole the operator's ClusterRoleBinding grants."""
+    binding = find(objects, "ClusterRoleBinding")
+    return next(
+        obj for obj in objects if obj["kind"] == "ClusterRole" and obj["metadata"]["name"] == binding["roleRef"]["name"]
+    )
+
+
 @pytest.mark.parametrize("extra", [(), ("--values", str(CI_VALUES))], ids=["defaults", "ci-values"])
-def test_cluster_role_has_no_wildcards(helm: pathlib.Path, extra: tuple[str, ...]) -> None:
-    role = find(render(helm, *extra), "ClusterRole")
-    for rule in role["rules"]:
-        for field in ("apiGroups", "resources", "verbs"):
-            assert "*" not in rule.get(field, []), f"wildcard in {field}: {rule}"
-        assert "resourceNames" not in rule or rule["resourceNames"]
+def test_cluster_roles_have_no_wildcards(helm: pathlib.Path, extra: tuple[str, ...]) -> None:
+    roles = [obj for obj in render(helm, *extra) if obj["kind"] == "ClusterRole"]
+    assert len(roles) == 3
+    for role in roles:
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule.get(field, []), f"wildcard in {field}: {rule}"
+            assert "resourceNames" not in rule or rule["resourceNames"]
+
+
+def test_tenant_roles_aggregate_into_default_roles_without_secrets(helm: pathlib.Path) -> None:
+    objects = render(helm)
+    operator = operator_role(objects)
+    tenant = [obj for obj in objects if obj["kind"] == "ClusterRole" and obj is not operator]
+    aggregated = {
+        label
+        for role in tenant
+        for label in role["metadata"]["labels"]
+        if label.startswith("rbac.authorization.k8s.io/aggregate-to-")
+    }
+    assert aggregated == {f"rbac.authorization.k8s.io/aggregate-to-{r}" for r in ("admin", "edit", "view")}
+    assert all("secrets" not in rule["resources"] for role in tenant for rule in role["rules"])
+    without = render(helm, "--set", "rbac.aggregateToDefaultRoles=false")
+    assert [obj["metadata"]["name"] for obj in without if obj["kind"] == "ClusterRole"] == [
+        operator["metadata"]["name"]
+    ]
 
 
 def test_peering_rules_only_with_peering(helm: pathlib.Path) -> None:
     def groups(*args: str) -> set[str]:
-        role = find(render(helm, *args), "ClusterRole")
+        role = operator_role(render(helm, *args))
         return {group for rule in role["rules"] for group in rule["apiGroups"]}
 
     assert "kopf.dev" not in groups()

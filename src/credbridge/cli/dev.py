@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         if command == "status":
             _print_status(loaded)
             return 0
-        return subprocess.call([loaded["kubectl"], "--kubeconfig", loaded["kubeconfig"], *args.args])
+        kubectl_args = args.args[1:] if args.args[:1] == ["--"] else args.args
+        return subprocess.call([loaded["kubectl"], "--kubeconfig", loaded["kubeconfig"], *kubectl_args])
     if command == "demo":
         return _demo()
     raise AssertionError(command)
@@ -218,12 +219,21 @@ def _demo() -> int:
     types = _kubectl(state, "get", "credentialtypes", "-o", "name").split()
     print(f"\n{len(types)} credential types are installed; the first few:")
     print("\n".join(_kubectl(state, "get", "credentialtypes").splitlines()[:6]))
-    token = base64.b64decode(_kubectl(state, "get", "secret", "production-openai", "-n", "team-a", "-o",
-                                      "jsonpath={.data.encryptedData}")).decode()
+    token = base64.b64decode(
+        _kubectl(state, "get", "secret", "production-openai", "-n", "team-a", "-o", "jsonpath={.data.encryptedData}")
+    ).decode()
     print("\nThe operator's environment held CRED_DEMO_OPENAI_API_KEY; Secret team-a/production-openai holds")
     print(f"only ciphertext: encryptedData = {token[:48]}...")
-    reason = _kubectl(state, "get", "credential", "staging-anthropic", "-n", "team-a", "-o",
-                      "jsonpath={.status.conditions[0].message}")
+    reason = _kubectl(
+        state,
+        "get",
+        "credential",
+        "staging-anthropic",
+        "-n",
+        "team-a",
+        "-o",
+        "jsonpath={.status.conditions[0].message}",
+    )
     print(f"\nWhy staging-anthropic is not Ready:\n  {reason}")
     print("\nTry: .venv/bin/credbridge dev kubectl describe credential staging-anthropic -n team-a")
     print("     KUBECONFIG=" + state["kubeconfig"] + " .venv/bin/credbridge reveal production-openai -n team-a")

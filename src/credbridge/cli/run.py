@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 
 from credbridge.core import names
 from credbridge.operator import runner
@@ -92,6 +93,21 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--workers", type=int, default=4, help="reconcile worker threads (default: %(default)s)")
     parser.add_argument("--peering", metavar="NAME", help="kopf peering name for HA (default: standalone)")
+    parser.add_argument(
+        "--peering-priority",
+        type=int,
+        default=None,
+        metavar="N",
+        help="this replica's priority among peers; the highest works, the others stand by "
+        "(default: random, so identical replicas never tie)",
+    )
+    parser.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=20,
+        metavar="SECONDS",
+        help="how long a silent peer counts as alive before a standby takes over (default: %(default)s)",
+    )
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     parser.set_defaults(handler=handle)
@@ -121,6 +137,8 @@ def handle(args: argparse.Namespace) -> int:
             health_port=args.health_port, metrics_port=args.metrics_port, bind_address=args.bind_address
         ),
         peering=args.peering,
+        peering_priority=args.peering_priority if args.peering_priority is not None else secrets.randbelow(2**31),
+        peering_lifetime=args.peering_lifetime,
         workers=args.workers,
         log_format=args.log_format,
         log_level=args.log_level,
@@ -134,6 +152,4 @@ def handle(args: argparse.Namespace) -> int:
 
 def settings_check(settings: settings_module.OperatorSettings) -> None:
     """Reject malformed --env-policy rules before connecting to anything."""
-    from credbridge.core import envrefs
-
-    envrefs.parse_policy(settings.env.allow, settings.env.namespace_rules)
+    settings_module.env_policy(settings.env.allow, settings.env.namespace_rules)

@@ -104,6 +104,8 @@ def _with_cluster_types(known: registry.Registry, as_user: str | None) -> regist
         except registry.TypeDefinitionError as error:
             print(f"credbridge types: skipping a malformed CredentialType: {error}", file=sys.stderr)
             continue
+        if spec.name in known.builtins:
+            continue  # the operator reverts changes to built-ins: the package version is the truth
         known = known.with_custom(spec)
     return known
 

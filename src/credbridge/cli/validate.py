@@ -22,6 +22,7 @@ import typing
 import yaml
 
 from credbridge.core import envrefs, names, registry, validation
+from credbridge.operator import settings as operator_settings
 
 EXIT_CLEAN = 0
 EXIT_PROBLEMS = 1
@@ -129,7 +130,7 @@ class Report:
 
 def handle(args: argparse.Namespace) -> int:
     try:
-        policy = envrefs.parse_policy(args.env_allow or names.DEFAULT_ENV_ALLOW, args.env_policy)
+        policy = operator_settings.env_policy(args.env_allow or names.DEFAULT_ENV_ALLOW, args.env_policy)
     except ValueError as error:
         print(f"credbridge validate: {error}", file=sys.stderr)
         return EXIT_UNREADABLE

@@ -7,13 +7,13 @@ blindly applying keeps a restart at zero writes when nothing changed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubernetes import client
 
 from credbridge.core import registry
-from credbridge.kube import fetching, writing
+from credbridge.kube import writing
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +27,16 @@ def differs(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
     return bool(existing.get("spec") != desired["spec"])
 
 
-def sync(api: client.ApiClient, builtins: Mapping[str, registry.CredentialTypeSpec]) -> tuple[int, int]:
-    """Create missing built-in types and replace drifted ones; return (created, replaced)."""
-    existing = {str(obj["metadata"]["name"]): obj for obj in fetching.list_credential_types(api)}
+def sync(
+    api: client.ApiClient,
+    builtins: Mapping[str, registry.CredentialTypeSpec],
+    in_cluster: Sequence[Mapping[str, Any]],
+) -> tuple[int, int]:
+    """Create missing built-in types and replace drifted ones; return (created, replaced).
+
+    `in_cluster` is the list of CredentialTypes the cluster has now (read once by the caller).
+    """
+    existing = {str(obj["metadata"]["name"]): obj for obj in in_cluster}
     created = replaced = 0
     for spec in builtins.values():
         desired = registry.type_to_object(spec)

@@ -101,6 +101,17 @@ def list_credential_types(api: client.ApiClient) -> list[Json]:
     return items
 
 
+def read_credential_type(api: client.ApiClient, name: str) -> Json | None:
+    """The CredentialType object `name` (lower-case type name), or None when it does not exist."""
+    return _or_none_if_missing(
+        client.CustomObjectsApi(api).get_cluster_custom_object,
+        names.GROUP,
+        names.VERSION,
+        names.CREDENTIAL_TYPE_PLURAL,
+        name,
+    )
+
+
 def read_namespace(api: client.ApiClient, name: str) -> Json | None:
     """The Namespace, or None when it does not exist."""
     return _or_none_if_missing(client.CoreV1Api(api).read_namespace, name)

@@ -20,7 +20,7 @@ from typing import Any
 
 from kubernetes import client
 
-from credbridge.core import envelope, envrefs, keyring, names, planning, registry, sharing
+from credbridge.core import envelope, keyring, names, planning, registry, sharing
 from credbridge.kube import builtins, fetching, writing
 from credbridge.operator import metrics, workqueue
 from credbridge.operator import settings as settings_module
@@ -49,12 +49,7 @@ class Controller:
         self.api = api
         self.settings = settings
         self.env_lookup = env_lookup
-        self.env_policy = envrefs.parse_policy(settings.env.allow, settings.env.namespace_rules)
-        self.env_policy = envrefs.EnvPolicy(
-            allow=self.env_policy.allow,
-            namespace_rules=self.env_policy.namespace_rules,
-            reserved_names=settings_module.RESERVED_ENV_NAMES,
-        )
+        self.env_policy = settings_module.env_policy(settings.env.allow, settings.env.namespace_rules)
         self._lock = threading.RLock()
         self._keyring = ring
         self._keyring_error: str | None = None
@@ -193,6 +188,26 @@ class Controller:
 
     def types(self) -> registry.Registry:
         with self._lock:
+            return self._types
+
+    def types_including(self, type_name: str) -> registry.Registry:
+        """The registry, after reading `type_name` from the cluster if it is not known yet.
+
+        A standby replica's watches are paused, yet its webhook still answers: it looks a type
+        up instead of refusing a Credential of a type created since it started.
+        """
+        types = self.types()
+        if not type_name or types.get(type_name) is not None:
+            return types
+        obj = fetching.read_credential_type(self.api, registry.type_object_name(type_name))
+        if obj is None:
+            return types
+        try:
+            spec = registry.type_from_object(obj)
+        except registry.TypeDefinitionError:
+            return types
+        with self._lock:
+            self._types = self._types.with_custom(spec)
             return self._types
 
     def current_keyring(self) -> keyring.Keyring | None:

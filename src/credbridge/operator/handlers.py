@@ -79,7 +79,7 @@ def register(
             old_obj,
             username=str(userinfo.get("username", "")),
             operator_username=operator_username,
-            types=controller.types(),
+            types=controller.types_including(str(((new_obj or old_obj or {}).get("spec") or {}).get("type", ""))),
             literal_secrets=controller.settings.admission.literal_secrets,
             pods_using_secret=pods,
         )

@@ -20,7 +20,7 @@ import kopf
 from kubernetes import client
 
 from credbridge.core import keyring, registry
-from credbridge.kube import builtins, connecting, keyrings
+from credbridge.kube import builtins, connecting, fetching, keyrings
 from credbridge.operator import certs, handlers, metrics
 from credbridge.operator import controller as controller_module
 from credbridge.operator import settings as settings_module
@@ -28,7 +28,6 @@ from credbridge.operator import settings as settings_module
 logger = logging.getLogger("credbridge")
 
 EXIT_KEYRING = 2
-EXIT_CONFIG = 3
 
 
 class JsonFormatter(logging.Formatter):
@@ -91,6 +90,42 @@ def _webhook_server(settings: settings_module.AdmissionSettings) -> tuple[kopf.W
     return server, True
 
 
+def load_types(api: client.ApiClient) -> registry.Registry:
+    """Apply the built-in types to the cluster and return them with the cluster's custom types.
+
+    Custom types are known from the start, so a standby replica's webhook accepts them too.
+    """
+    types = registry.Registry.builtin()
+    in_cluster = fetching.list_credential_types(api)
+    builtins.sync(api, types.builtins, in_cluster)
+    for obj in in_cluster:
+        if (obj.get("spec") or {}).get("name") not in types.builtins:
+            try:
+                types = types.with_custom(registry.type_from_object(obj))
+            except registry.TypeDefinitionError as error:
+                logger.warning("ignoring CredentialType %s: %s", obj["metadata"]["name"], error)
+    return types
+
+
+def kopf_settings_for(settings: settings_module.OperatorSettings) -> kopf.OperatorSettings:
+    """kopf's settings: no posting of its own Events, peering only when asked, our webhook server."""
+    configured = kopf.OperatorSettings()
+    configured.posting.enabled = False  # we post our own Events, only on condition changes
+    configured.watching.server_timeout = 300
+    configured.peering.standalone = settings.peering is None
+    configured.peering.clusterwide = not settings.watch.namespaces
+    if settings.peering:
+        configured.peering.name = settings.peering
+        configured.peering.mandatory = True
+        configured.peering.priority = settings.peering_priority
+        configured.peering.lifetime = settings.peering_lifetime
+    if settings.admission.port > 0:
+        server, managed = _webhook_server(settings.admission)
+        configured.admission.server = server
+        configured.admission.managed = "credbridge.io" if managed else None
+    return configured
+
+
 def run(settings: settings_module.OperatorSettings) -> int:
     """Run the operator until SIGTERM/SIGINT; return the process exit code."""
     configure_logging(settings.log_format, settings.log_level)
@@ -103,18 +138,23 @@ def run(settings: settings_module.OperatorSettings) -> int:
         logger.error("refusing to start: %s", error)
         return EXIT_KEYRING
     except client.ApiException as error:
-        logger.error(
-            "refusing to start: cannot read keyring Secret %s/%s (HTTP %s %s)",
-            namespace,
-            settings.keyring.secret_name,
-            error.status,
-            error.reason,
-        )
+        if error.status == 404 and fetching.read_namespace(api, namespace) is None:
+            logger.error(
+                "refusing to start: the operator namespace %s does not exist: create it, or set "
+                "--operator-namespace (default: $POD_NAMESPACE)",
+                namespace,
+            )
+        else:
+            logger.error(
+                "refusing to start: cannot read or create keyring Secret %s/%s (HTTP %s %s)",
+                namespace,
+                settings.keyring.secret_name,
+                error.status,
+                error.reason,
+            )
         return EXIT_KEYRING
-    types = registry.Registry.builtin()
-    builtins.sync(api, types.builtins)
 
-    controller = controller_module.Controller(api, settings, ring, types)
+    controller = controller_module.Controller(api, settings, ring, load_types(api))
     controller.start()
     stop_watching = threading.Event()
     keyrings.watch_changes(api, namespace, settings.keyring.secret_name, controller.keyring_changed, stop_watching)
@@ -122,33 +162,15 @@ def run(settings: settings_module.OperatorSettings) -> int:
         metrics.serve(settings.serving.metrics_port, settings.serving.bind_address)
 
     kopf_registry = kopf.OperatorRegistry()
-    webhooks = settings.admission.port > 0
-    handlers.register(kopf_registry, controller, operator_username=operator_username, webhooks=webhooks)
-    kopf_settings = kopf.OperatorSettings()
-    kopf_settings.posting.enabled = False  # we post our own Events, only on condition changes
-    kopf_settings.watching.server_timeout = 300
-    kopf_settings.peering.standalone = settings.peering is None
-    kopf_settings.peering.clusterwide = not settings.watch.namespaces
-    if settings.peering:
-        kopf_settings.peering.name = settings.peering
-        kopf_settings.peering.mandatory = True
-    if webhooks:
-        server, managed = _webhook_server(settings.admission)
-        kopf_settings.admission.server = server
-        kopf_settings.admission.managed = "credbridge.io" if managed else None
+    handlers.register(
+        kopf_registry, controller, operator_username=operator_username, webhooks=settings.admission.port > 0
+    )
 
     @kopf.on.login(registry=kopf_registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # The same kubeconfig or in-cluster identity as our own client.
         info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
         return info
-
-    @kopf.on.startup(registry=kopf_registry)
-    def apply_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.posting = kopf_settings.posting
-        settings.watching = kopf_settings.watching
-        settings.peering = kopf_settings.peering
-        settings.admission = kopf_settings.admission
 
     logger.info(
         "credbridge operator starting as %s: %s, keyring %s/%s (active key %s)",
@@ -161,11 +183,12 @@ def run(settings: settings_module.OperatorSettings) -> int:
     try:
         kopf.run(
             registry=kopf_registry,
-            settings=kopf_settings,
+            settings=kopf_settings_for(settings),
             clusterwide=not settings.watch.namespaces,
             namespaces=list(settings.watch.namespaces),
             standalone=settings.peering is None,
             peering_name=settings.peering,
+            priority=settings.peering_priority,
             liveness_endpoint=f"http://{settings.serving.bind_address}:{settings.serving.health_port}/healthz",
         )
     finally:

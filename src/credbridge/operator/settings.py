@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from credbridge.core import names
+from credbridge.core import envrefs, names
 
 RESERVED_ENV_NAMES = frozenset(
     {
@@ -22,6 +22,17 @@ RESERVED_ENV_NAMES = frozenset(
     }
 )
 """Variables the operator itself reads: never resolvable as <<NAME>>, whatever the allow-list says."""
+
+
+def env_policy(allow: tuple[str, ...] | list[str], namespace_rules: tuple[str, ...] | list[str]) -> envrefs.EnvPolicy:
+    """The policy for <<NAME>> references, as the operator applies it (and `credbridge validate` checks it).
+
+    Raises ValueError naming a malformed `--env-policy` rule.
+    """
+    parsed = envrefs.parse_policy(allow, namespace_rules)
+    return envrefs.EnvPolicy(
+        allow=parsed.allow, namespace_rules=parsed.namespace_rules, reserved_names=RESERVED_ENV_NAMES
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +92,10 @@ class OperatorSettings:
     serving: ServingSettings = dataclasses.field(default_factory=ServingSettings)
     peering: str | None = None
     """kopf peering name for HA (a standby takes over when the active one dies); None = standalone."""
+    peering_priority: int = 0
+    """Priority among peers: the highest-priority live replica works, the others stand by."""
+    peering_lifetime: int = 20
+    """Seconds a peer stays "alive" without renewing its entry: the failover time after a crash."""
     workers: int = 4
     """Reconcile worker threads."""
     log_format: str = "text"
