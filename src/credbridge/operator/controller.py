@@ -31,6 +31,11 @@ Json = dict[str, Any]
 Key = tuple[str, str]
 
 
+def namespace_terminating(error: client.ApiException) -> bool:
+    """True for the API server's refusal to create objects in a namespace that is being deleted."""
+    return error.status == 403 and "being terminated" in str(error.body or "")
+
+
 def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -255,6 +260,11 @@ class Controller:
         try:
             result = self._reconcile(key, body)
         except client.ApiException as error:
+            if namespace_terminating(error):
+                # Its namespace is being deleted, and the Credential with it: nothing to do.
+                logger.debug("skipping %s/%s: its namespace is being deleted", *key)
+                metrics.RECONCILES.labels(kind, "skipped").inc()
+                return
             metrics.RECONCILES.labels(kind, "error").inc()
             if error.status == 409:
                 logger.debug("conflict while reconciling %s/%s; retrying", *key)
@@ -348,7 +358,7 @@ class Controller:
                 metrics.API_WRITES.labels("events", "create").inc()
             except client.ApiException as error:
                 # A namespace being deleted refuses new Events (403): expected, not an RBAC gap.
-                terminating = error.status == 403 and "being terminated" in str(error.body or "")
+                terminating = namespace_terminating(error)
                 logger.log(
                     logging.DEBUG if terminating else logging.WARNING,
                     "could not post an event for %s/%s: HTTP %s %s",
@@ -439,6 +449,8 @@ class Controller:
                 writing.create_credential(self.api, mirror)
                 metrics.API_WRITES.labels("credentials", "create").inc()
             except client.ApiException as error:
+                if namespace_terminating(error):
+                    continue
                 if error.status != 409:
                     raise
                 failed[mirror["metadata"]["namespace"]] = (
