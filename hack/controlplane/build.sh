@@ -48,7 +48,7 @@ build() {
   mkdir -p "$(dirname "$output")"
   local total
   total=$(cd "$here/$module" && go list -deps "$package" | wc -l)
-  echo "  $name: compiling (up to $total packages; the first build of Kubernetes takes 10-30 minutes on 2 cores)"
+  echo "  $name: compiling (up to $total packages; the first build takes 5-10 minutes on 2 cores)"
   local tmp="$output.tmp.$$"
   (cd "$here/$module" && go build -v -trimpath -ldflags "$ldflags" -o "$tmp" "$package" 2>&1) |
     awk -v total="$total" -v name="$name" -v t0="$started" '
