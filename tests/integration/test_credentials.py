@@ -12,7 +12,7 @@ import secrets
 import pytest
 from kubernetes import client
 
-from credbridge.core import envelope, names, planning
+from credbridge.core import envelope, names
 from credbridge.kube import keyrings
 from credbridge.testing import objects
 from credbridge.testing.fixtures import AuditLog, Namespaces, unique_name
@@ -46,15 +46,7 @@ def _operator_running(credbridge_operator) -> None:  # type: ignore[no-untyped-d
 
 
 def open_secret(api: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
-    """Decrypt a managed Secret with the cluster's keyring, as `credbridge reveal` does."""
-    credential = objects.get_credential(api, namespace, name)
-    assert credential is not None
-    view = planning.CredentialView.from_object(credential)
-    secret = objects.read_secret(api, namespace, view.secret_name)
-    assert secret is not None
-    loaded = keyrings.load(api, OPERATOR_NAMESPACE, names.DEFAULT_KEYRING_SECRET)
-    assert loaded is not None
-    return dict(planning.open_managed_secret(view, planning.SecretView.from_object(secret), loaded[0]))
+    return objects.open_managed_secret(api, namespace, name, OPERATOR_NAMESPACE)
 
 
 def opens_to(api: client.ApiClient, namespace: str, name: str, expected: dict[str, str]) -> bool:

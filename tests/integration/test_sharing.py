@@ -9,8 +9,7 @@ from collections.abc import Callable
 import pytest
 from kubernetes import client
 
-from credbridge.core import names, planning
-from credbridge.kube import keyrings
+from credbridge.core import names
 from credbridge.testing import objects
 from credbridge.testing.fixtures import Namespaces, kubectl_run, unique_name
 
@@ -92,14 +91,7 @@ def share_state(api: client.ApiClient, namespace: str, share: str) -> dict[str, 
 
 
 def open_mirror(api: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
-    credential = objects.get_credential(api, namespace, name)
-    assert credential is not None
-    view = planning.CredentialView.from_object(credential)
-    secret = objects.read_secret(api, namespace, view.secret_name)
-    assert secret is not None
-    loaded = keyrings.load(api, OPERATOR_NAMESPACE, names.DEFAULT_KEYRING_SECRET)
-    assert loaded is not None
-    return dict(planning.open_managed_secret(view, planning.SecretView.from_object(secret), loaded[0]))
+    return objects.open_managed_secret(api, namespace, name, OPERATOR_NAMESPACE)
 
 
 def credbridge_objects_in(api: client.ApiClient, namespace: str) -> list[str]:

@@ -13,7 +13,8 @@ from typing import Any
 
 from kubernetes import client
 
-from credbridge.core import names
+from credbridge.core import names, planning
+from credbridge.kube import keyrings
 
 TEST_LABEL = {"created-by": "credbridge-tests"}
 Json = dict[str, Any]
@@ -176,3 +177,17 @@ def events_for(api: client.ApiClient, namespace: str, name: str) -> list[Json]:
     """Events about the object `name` in `namespace`, as JSON."""
     listed = client.CoreV1Api(api).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
     return [api.sanitize_for_serialization(event) for event in listed.items]
+
+
+def open_managed_secret(
+    api: client.ApiClient, namespace: str, name: str, operator_namespace: str = "credbridge-system"
+) -> dict[str, str]:
+    """Decrypt a Credential's managed Secret with the cluster's keyring, as `credbridge reveal` does."""
+    credential = get_credential(api, namespace, name)
+    assert credential is not None, f"Credential {namespace}/{name} does not exist"
+    view = planning.CredentialView.from_object(credential)
+    secret = read_secret(api, namespace, view.secret_name)
+    assert secret is not None, f"Secret {namespace}/{view.secret_name} does not exist"
+    loaded = keyrings.load(api, operator_namespace, names.DEFAULT_KEYRING_SECRET)
+    assert loaded is not None, f"no keyring in {operator_namespace}"
+    return dict(planning.open_managed_secret(view, planning.SecretView.from_object(secret), loaded[0]))
