@@ -57,7 +57,6 @@ class Controller:
         self.env_policy = settings_module.env_policy(settings.env.allow, settings.env.namespace_rules)
         self._lock = threading.RLock()
         self._keyring = ring
-        self._keyring_error: str | None = None
         self._types = types
         self._credentials: dict[Key, Json] = {}
         self._shares: dict[Key, Json] = {}
@@ -142,11 +141,10 @@ class Controller:
         """The keyring Secret changed: use the new keys at once and re-encrypt at a bounded rate."""
         with self._lock:
             if ring is None:
-                self._keyring_error = error
                 logger.error("keyring problem, keeping the last good keyring: %s", error)
                 return
             rotated = self._keyring is not None and self._keyring.active_id != ring.active_id
-            self._keyring, self._keyring_error = ring, None
+            self._keyring = ring
             stale = [
                 key
                 for key, cred in self._credentials.items()
