@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes import client
 
 from credbridge.core import names, planning
-from credbridge.kube import keyrings
+from credbridge.kube import fetching, keyrings
 
 TEST_LABEL = {"created-by": "credbridge-tests"}
 Json = dict[str, Any]
@@ -52,15 +52,7 @@ def create_credential(api: client.ApiClient, namespace: str, body: Json) -> Json
 
 
 def get_credential(api: client.ApiClient, namespace: str, name: str) -> Json | None:
-    try:
-        found: Json = client.CustomObjectsApi(api).get_namespaced_custom_object(
-            names.GROUP, names.VERSION, namespace, names.CREDENTIAL_PLURAL, name
-        )
-    except client.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return found
+    return fetching.read_credential(api, namespace, name)
 
 
 def patch_credential(api: client.ApiClient, namespace: str, name: str, patch: Json) -> Json:
@@ -100,15 +92,7 @@ def create_share(api: client.ApiClient, namespace: str, body: Json) -> Json:
 
 
 def get_share(api: client.ApiClient, namespace: str, name: str) -> Json | None:
-    try:
-        found: Json = client.CustomObjectsApi(api).get_namespaced_custom_object(
-            names.GROUP, names.VERSION, namespace, names.CREDENTIAL_SHARE_PLURAL, name
-        )
-    except client.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return found
+    return fetching.read_credential_share(api, namespace, name)
 
 
 def create_secret(api: client.ApiClient, namespace: str, name: str, data: Mapping[str, str]) -> None:
