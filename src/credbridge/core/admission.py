@@ -71,12 +71,17 @@ def review_credential(
             return ALLOW
         verb = {"CREATE": "create", "UPDATE": "change", "DELETE": "delete"}.get(operation, operation.lower())
         if operation == "CREATE":
+            claim = (
+                "spec.sharedFrom"
+                if (new or {}).get("spec", {}).get("sharedFrom")
+                else (f"the label {names.SHARED_FROM_LABEL}")
+            )
             return Decision(
                 False,
                 (
-                    f"{where}: only the credbridge operator can create a Credential with spec.sharedFrom "
-                    f"(here {source}): ask the owner of namespace {source.split('/')[0]} to share it with a "
-                    "CredentialShare, and accept it with the namespace annotation "
+                    f"{where}: only the credbridge operator can create a Credential with {claim} "
+                    f"(here {source}): remove it, or ask the owner of namespace {source.split('/')[0]} to share it "
+                    "with a CredentialShare, and accept it with the namespace annotation "
                     f"{names.ACCEPT_SHARES_ANNOTATION}"
                 ),
             )

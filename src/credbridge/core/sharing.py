@@ -136,6 +136,8 @@ def plan_source_shares(
                         "message": (f"Credential {source_name} does not exist in namespace {source_namespace}"),
                     }
                 )
+            elif target == source_namespace and target not in (share.get("spec") or {}).get("namespaces", []):
+                continue  # a selector that also matches the owner's namespace: nothing to share there
             elif target == source_namespace:
                 entries.append(
                     {

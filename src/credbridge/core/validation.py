@@ -246,7 +246,7 @@ def literal_secret_fields(
         input_field.name
         for input_field in cred_type.inputs
         if input_field.type == "password"
-        and input_field.name in data
+        and data.get(input_field.name)  # an empty value means "not set", as in check_spec
         and not envrefs.has_references(data[input_field.name])
     ]
 

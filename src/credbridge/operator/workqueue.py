@@ -118,7 +118,7 @@ class WorkQueue(Generic[Key]):
                     count = self._failures.get(key, 0) + 1
                     self._failures[key] = count
                     self._counter += 1
-                    delay = min(self._max_backoff, 0.5 * 2 ** (count - 1))
+                    delay = min(self._max_backoff, 0.5 * 2.0 ** min(count - 1, 32))  # capped: no overflow
                     heapq.heappush(self._delayed, (time.monotonic() + delay, self._counter, key))
                 else:
                     self._failures.pop(key, None)
