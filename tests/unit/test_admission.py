@@ -236,7 +236,8 @@ def test_deleting_an_unused_credential_is_allowed_even_if_it_is_invalid() -> Non
 def test_an_invalid_credential_is_refused_naming_the_problem_not_the_value(
     operation: str, obj: Json, named: str
 ) -> None:
-    decision = review(operation, obj, obj if operation == "UPDATE" else None, literal_secrets="allow")
+    # An UPDATE that changes a valid spec into this one (a metadata-only update is not re-judged).
+    decision = review(operation, obj, credential() if operation == "UPDATE" else None, literal_secrets="allow")
 
     assert not decision.allowed
     assert decision.message.startswith("Credential team-a/production-openai: ")
@@ -416,3 +417,13 @@ def test_pods_being_deleted_do_not_count() -> None:
     ]
 
     assert admission.pods_using_secret(pods, "creds") == ["staying"]
+
+
+def test_a_metadata_only_update_of_an_invalid_credential_is_allowed() -> None:
+    invalid = credential(type_name="openAIApi", data={"unknownField": "x"})
+    annotated = credential(
+        type_name="openAIApi", data={"unknownField": "x"}, annotations={names.ALLOW_DELETE_IN_USE_ANNOTATION: "true"}
+    )
+
+    assert not review("CREATE", invalid).allowed
+    assert review("UPDATE", annotated, invalid).allowed

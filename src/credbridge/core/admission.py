@@ -107,6 +107,10 @@ def review_credential(
                 ),
             )
         return ALLOW
+    if operation == "UPDATE" and old is not None and (new or {}).get("spec") == old.get("spec"):
+        # Metadata-only change (labels, annotations such as allow-delete-in-use): the content was
+        # judged before, and a Credential made invalid by a type change must still be annotatable.
+        return ALLOW
     return _review_content(where, new or {}, types, literal_secrets)
 
 

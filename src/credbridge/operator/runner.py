@@ -65,11 +65,15 @@ def configure_logging(log_format: str, level: str) -> None:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
-def _webhook_server(settings: settings_module.AdmissionSettings) -> tuple[kopf.WebhookServer, bool]:
-    """The webhook server, and whether the operator manages its ValidatingWebhookConfiguration itself."""
+def _webhook_server(settings: settings_module.AdmissionSettings, bind_address: str) -> tuple[kopf.WebhookServer, bool]:
+    """The webhook server, and whether the operator manages its ValidatingWebhookConfiguration itself.
+
+    With a certificate from outside (the chart) the server listens on `bind_address`, like the
+    health and metrics endpoints: the API server reaches the Pod through its Service.
+    """
     if settings.certfile and settings.pkeyfile:
         return kopf.WebhookServer(
-            addr="0.0.0.0",  # noqa: S104 -- the API server reaches the Pod through its Service
+            addr=bind_address,
             port=settings.port,
             certfile=settings.certfile,
             pkeyfile=settings.pkeyfile,
@@ -120,7 +124,7 @@ def kopf_settings_for(settings: settings_module.OperatorSettings) -> kopf.Operat
         configured.peering.priority = settings.peering_priority
         configured.peering.lifetime = settings.peering_lifetime
     if settings.admission.port > 0:
-        server, managed = _webhook_server(settings.admission)
+        server, managed = _webhook_server(settings.admission, settings.serving.bind_address)
         configured.admission.server = server
         configured.admission.managed = "credbridge.io" if managed else None
     return configured
