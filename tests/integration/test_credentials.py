@@ -539,3 +539,23 @@ def test_operator_reverts_drift_on_mirrors_even_without_the_webhook(
         ),
         what="the deleted mirror to come back",
     )  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"spec": {"type": "anthropicApi"}}, "spec.type is immutable"),
+        ({"spec": {"id": "new-id"}}, "spec.id is immutable"),
+        ({"spec": {"target": {"secretName": "elsewhere"}}}, "spec.target.secretName is immutable"),
+    ],
+    ids=["type", "id", "target-secret-name"],
+)
+def test_identity_fields_cannot_change_after_creation(
+    kube_api: client.ApiClient, namespace: str, patch: dict[str, object], message: str
+) -> None:
+    objects.create_credential(
+        kube_api, namespace, objects.credential_body("fixed", "openAIApi", {"openAIApiKey": "<<CRED_OPENAI>>"})
+    )
+    with pytest.raises(client.ApiException) as refused:
+        objects.patch_credential(kube_api, namespace, "fixed", patch)
+    assert refused.value.status == 422 and message in refused.value.body
