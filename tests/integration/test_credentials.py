@@ -559,3 +559,21 @@ def test_identity_fields_cannot_change_after_creation(
     with pytest.raises(client.ApiException) as refused:
         objects.patch_credential(kube_api, namespace, "fixed", patch)
     assert refused.value.status == 422 and message in refused.value.body
+
+
+def test_creating_the_missing_secret_later_makes_the_credential_ready(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    objects.create_credential(
+        kube_api,
+        namespace,
+        objects.credential_body(
+            "late", "PostgresApi", {"user": "u"}, value_from={"password": ("comes-later", "password")}
+        ),
+    )
+    objects.wait_for_reason(kube_api, namespace, "late", "SecretReferenceMissing")
+    objects.create_secret(kube_api, namespace, "comes-later", {"password": "finally"})
+    objects.wait_for_reason(kube_api, namespace, "late", "Encrypted")
+    assert open_secret(kube_api, namespace, "late") == {"user": "u", "password": "finally"}
+    events = objects.events_for(kube_api, namespace, "late")
+    assert any(e["type"] == "Normal" and e["reason"] == "Encrypted" for e in events)

@@ -36,6 +36,12 @@ def namespace_terminating(error: client.ApiException) -> bool:
     return error.status == 403 and "being terminated" in str(error.body or "")
 
 
+def _referenced_secrets(body: Mapping[str, Any]) -> set[str]:
+    """Names of the Secrets a Credential's spec.valueFrom reads."""
+    value_from = (body.get("spec") or {}).get("valueFrom") or {}
+    return {str((source.get("secretKeyRef") or {}).get("name")) for source in value_from.values()}
+
+
 def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -59,6 +65,8 @@ class Controller:
         self._keyring = ring
         self._types = types
         self._credentials: dict[Key, Json] = {}
+        self._referenced_by: dict[Key, set[Key]] = {}
+        """(namespace, Secret name) -> Credentials whose spec.valueFrom reads that Secret."""
         self._shares: dict[Key, Json] = {}
         self._share_status: dict[Key, Json] = {}
         self.queue: workqueue.WorkQueue[Key] = workqueue.WorkQueue(self._reconcile_key, workers=settings.workers)
@@ -84,11 +92,17 @@ class Controller:
         metadata = body.get("metadata") or {}
         key = (str(metadata.get("namespace")), str(metadata.get("name")))
         with self._lock:
+            previous = self._credentials.get(key)
+            if previous is not None:
+                for secret in _referenced_secrets(previous):
+                    self._referenced_by.get((key[0], secret), set()).discard(key)
             if event_type == "DELETED":
                 self._credentials.pop(key, None)
                 metrics.STATE.forget_credential(key)
             else:
                 self._credentials[key] = dict(body)
+                for secret in _referenced_secrets(body):
+                    self._referenced_by.setdefault((key[0], secret), set()).add(key)
             same_id = [other for other in self._same_id(key, body) if other != key]
         for other in same_id:
             self.queue.add(other)
@@ -227,15 +241,7 @@ class Controller:
 
     def _referencing(self, namespace: str, secret_name: str) -> list[Key]:
         with self._lock:
-            return [
-                key
-                for key, cred in self._credentials.items()
-                if key[0] == namespace
-                and any(
-                    (source.get("secretKeyRef") or {}).get("name") == secret_name
-                    for source in ((cred.get("spec") or {}).get("valueFrom") or {}).values()
-                )
-            ]
+            return sorted(self._referenced_by.get((namespace, secret_name), ()))
 
     def _shares_of(self, source: Key) -> list[Json]:
         with self._lock:
