@@ -251,6 +251,16 @@ class Controller:
                 if key[0] == source[0] and (share.get("spec") or {}).get("credential") == source[1]
             ]
 
+    def _remember_status(self, cache: dict[Key, Json], key: Key, patch: Json, uid: str | None = None) -> None:
+        """Merge a status patch we just wrote into the cached body, so the next plan starts from it.
+
+        With `uid`, only when the cached object is still the one patched (not a re-created namesake).
+        """
+        with self._lock:
+            cached = cache.get(key)
+            if cached is not None and (uid is None or (cached.get("metadata") or {}).get("uid") == uid):
+                cached["status"] = {**(cached.get("status") or {}), **patch}
+
     # ---- reconciling Credentials -----------------------------------------------------------
 
     def _reconcile_key(self, key: Key) -> None:
@@ -350,10 +360,7 @@ class Controller:
         if patch is not None:
             writing.patch_credential_status(self.api, view.namespace, view.name, patch)
             metrics.API_WRITES.labels("credentials/status", "patch").inc()
-            with self._lock:
-                cached = self._credentials.get((view.namespace, view.name))
-                if cached is not None and cached.get("metadata", {}).get("uid") == view.uid:
-                    cached["status"] = {**(cached.get("status") or {}), **patch}
+            self._remember_status(self._credentials, (view.namespace, view.name), patch, uid=view.uid)
         if plan.event is not None:
             try:
                 writing.post_event(
@@ -475,9 +482,8 @@ class Controller:
                 metrics.API_WRITES.labels("credentialshares/status", "patch").inc()
             with self._lock:
                 self._share_status[(namespace, share_name)] = statuses[share_name]
-                cached = self._shares.get((namespace, share_name))
-                if cached is not None and patch is not None:
-                    cached["status"] = {**(cached.get("status") or {}), **patch}
+            if patch is not None:
+                self._remember_status(self._shares, (namespace, share_name), patch)
         with self._lock:
             for key in [k for k in self._share_status if k not in self._shares]:
                 self._share_status.pop(key)
@@ -490,7 +496,4 @@ class Controller:
                     raise
                 return
             metrics.API_WRITES.labels("credentials/status", "patch").inc()
-            with self._lock:
-                cached = self._credentials.get(source_key)
-                if cached is not None:
-                    cached["status"] = {**(cached.get("status") or {}), "sharedWith": shared_with}
+            self._remember_status(self._credentials, source_key, {"sharedWith": shared_with})

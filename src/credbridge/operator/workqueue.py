@@ -62,12 +62,8 @@ class WorkQueue(Generic[Key]):
     def add(self, key: Key) -> None:
         """Ask for `key` to be handled; a key already waiting is not queued twice."""
         with self._lock:
-            if key in self._running:
-                self._dirty.add(key)
-            elif key not in self._queued:
-                self._queued.add(key)
-                self._ready.append(key)
-                self._lock.notify()
+            self._enqueue(key)
+            self._lock.notify()
 
     def add_after(self, key: Key, delay: float) -> None:
         """Ask for `key` to be handled in `delay` seconds."""
@@ -81,17 +77,21 @@ class WorkQueue(Generic[Key]):
         with self._lock:
             return len(self._queued) + len(self._running) + len(self._delayed)
 
+    def _enqueue(self, key: Key) -> None:
+        """Queue `key` once; a running key is marked to run again when it finishes. Hold the lock."""
+        if key in self._running:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._ready.append(key)
+
     def _next(self) -> Key | None:
         with self._lock:
             while not self._stopping:
                 now = time.monotonic()
                 while self._delayed and self._delayed[0][0] <= now:
                     _, _, key = heapq.heappop(self._delayed)
-                    if key in self._running:
-                        self._dirty.add(key)
-                    elif key not in self._queued:
-                        self._queued.add(key)
-                        self._ready.append(key)
+                    self._enqueue(key)
                 if self._ready:
                     key = self._ready.popleft()
                     self._queued.discard(key)
@@ -124,7 +124,5 @@ class WorkQueue(Generic[Key]):
                     self._failures.pop(key, None)
                 if key in self._dirty:
                     self._dirty.discard(key)
-                    if key not in self._queued:
-                        self._queued.add(key)
-                        self._ready.append(key)
+                    self._enqueue(key)
                 self._lock.notify_all()
