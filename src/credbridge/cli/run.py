@@ -37,26 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=names.DEFAULT_KEYRING_SECRET,
         help="name of the keyring Secret (default: %(default)s)",
     )
-    parser.add_argument(
-        "--env-allow",
-        action="append",
-        default=[],
-        metavar="GLOB",
-        help="glob of variables <<NAME>> may read (repeatable; default: CRED_*)",
-    )
-    parser.add_argument(
-        "--env-policy",
-        action="append",
-        default=[],
-        metavar="GLOB=NS[,NS]",
-        help="restrict variables matching GLOB to these namespaces (repeatable)",
-    )
-    parser.add_argument(
-        "--literal-secrets",
-        choices=["allow", "warn", "deny"],
-        default="warn",
-        help="what the webhook says to literal values in password fields (default: %(default)s)",
-    )
+    add_policy_arguments(parser)
     parser.add_argument("--health-port", type=int, default=8080, help="port of /healthz (default: %(default)s)")
     parser.add_argument(
         "--metrics-port",
@@ -111,6 +92,30 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     parser.set_defaults(handler=handle)
+
+
+def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that decide what references and literals are allowed, shared with `credbridge validate`."""
+    parser.add_argument(
+        "--env-allow",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="glob of variables <<NAME>> may read (repeatable; default: CRED_*)",
+    )
+    parser.add_argument(
+        "--env-policy",
+        action="append",
+        default=[],
+        metavar="GLOB=NS[,NS]",
+        help="restrict variables matching GLOB to these namespaces (repeatable)",
+    )
+    parser.add_argument(
+        "--literal-secrets",
+        choices=["allow", "warn", "deny"],
+        default="warn",
+        help="literal values in password fields: allow, warn (default) or deny",
+    )
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import typing
 
 import yaml
 
+from credbridge.cli import run
 from credbridge.core import envrefs, names, registry, validation
 from credbridge.operator import settings as operator_settings
 
@@ -55,26 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="PATH",
         help="a YAML file, a directory (searched recursively for *.yaml and *.yml) or - for stdin; repeatable",
     )
-    parser.add_argument(
-        "--env-allow",
-        action="append",
-        default=[],
-        metavar="GLOB",
-        help="glob of variables <<NAME>> may read, as the operator's --env-allow (repeatable; default: CRED_*)",
-    )
-    parser.add_argument(
-        "--env-policy",
-        action="append",
-        default=[],
-        metavar="GLOB=NS[,NS]",
-        help="restrict variables matching GLOB to these namespaces, as the operator's --env-policy (repeatable)",
-    )
-    parser.add_argument(
-        "--literal-secrets",
-        choices=["allow", "warn", "deny"],
-        default="warn",
-        help="literal values in password fields: ignore, warn (default) or report as problems",
-    )
+    run.add_policy_arguments(parser)
     parser.add_argument(
         "-n",
         "--namespace",
