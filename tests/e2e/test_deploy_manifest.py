@@ -93,15 +93,7 @@ def static_install(
         )
         key = f"sk-e2e-canary-{uuid.uuid4().hex}"
         process = run_operator(
-            *e2e.deployment_args(objects),
-            "--webhook-port",
-            str(port),
-            "--webhook-certfile",
-            str(certfile),
-            "--webhook-pkeyfile",
-            str(keyfile),
-            "--operator-namespace",
-            NAMESPACE,
+            *e2e.local_operator_args(objects, port, certfile, keyfile, NAMESPACE),
             kubeconfig=kubeconfig,
             env={"CRED_E2E_DEPLOY_OPENAI": key},
         )

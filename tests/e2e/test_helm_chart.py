@@ -93,17 +93,7 @@ def helm_release(
         )
         openai_key = f"sk-e2e-canary-{uuid.uuid4().hex}"
         process = run_operator(
-            *e2e.deployment_args(manifests),
-            "--webhook-port",
-            str(port),
-            "--webhook-certfile",
-            str(certfile),
-            "--webhook-pkeyfile",
-            str(keyfile),
-            "--webhook-host",
-            "127.0.0.1",
-            "--operator-namespace",
-            namespace,
+            *e2e.local_operator_args(manifests, port, certfile, keyfile, namespace),
             kubeconfig=kubeconfig,
             env={"CRED_DEMO_OPENAI_API_KEY": openai_key},
         )

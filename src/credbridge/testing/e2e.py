@@ -218,3 +218,26 @@ def wait_or_explain(
             return result
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {message}\n{explain()}")
+
+
+def local_operator_args(
+    manifests: Sequence[Mapping[str, Any]],
+    webhook_port: int,
+    certfile: pathlib.Path,
+    keyfile: pathlib.Path,
+    operator_namespace: str,
+) -> list[str]:
+    """The Deployment's own args, with the webhook and endpoints moved to 127.0.0.1 for a local run."""
+    return [
+        *deployment_args(manifests),
+        "--webhook-port",
+        str(webhook_port),
+        "--webhook-certfile",
+        str(certfile),
+        "--webhook-pkeyfile",
+        str(keyfile),
+        "--bind-address",
+        "127.0.0.1",
+        "--operator-namespace",
+        operator_namespace,
+    ]
