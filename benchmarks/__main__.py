@@ -150,7 +150,7 @@ def machine_facts() -> dict[str, Any]:
         "git_dirty": None if status is None else bool(status),
     }
     try:
-        from credbridge.testing import controlplane
+        from credbridge.local import controlplane
 
         binaries = controlplane.Binaries.locate()
         facts["kubernetes"] = binaries.kube_apiserver.parent.name

@@ -35,7 +35,8 @@ from kubernetes import client, watch
 from benchmarks import BenchmarkError, Options, Record, Result, progress
 from credbridge.core import names
 from credbridge.kube import connecting, keyrings
-from credbridge.testing import controlplane, fixtures, operator
+from credbridge.local import controlplane, operator
+from credbridge.testing import fixtures
 
 NAMES = ("reconcile", "api-writes", "memory", "rotation")
 """The benchmarks this module runs, as `--only` names them."""

@@ -11,7 +11,7 @@ The webhook: the manifest's ValidatingWebhookConfiguration points at the Service
 API server cannot reach, and its certificate is only valid for the Service's DNS names. Rather than
 delete it and run without a webhook, the test keeps the manifest's webhook rules (resources,
 operations, paths, failure policies, selectors) and patches only each webhook's clientConfig to
-`https://127.0.0.1:<port><path>` with the caBundle of a CA made here (credbridge.operator.certs), whose
+`https://127.0.0.1:<port><path>` with the caBundle of a CA made here (credbridge.tls), whose
 serving certificate the local operator is given. The Credential below is then admitted by the
 static manifest's own webhook configuration. The configuration is deleted at teardown, before the
 operator stops: with failurePolicy Fail and nothing serving it, it would refuse every Credential
@@ -29,8 +29,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from credbridge.operator import certs
-from credbridge.testing import controlplane, e2e, operator
+from credbridge import tls
+from credbridge.local import controlplane, operator
+from credbridge.testing import e2e
 from credbridge.testing.fixtures import TEST_LABEL, AuditLog, kubectl_run, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -84,8 +85,8 @@ def static_install(
         assert applied.returncode == 0, f"kubectl apply of {e2e.DEPLOY_MANIFEST} failed:\n{applied.stderr}"
 
         port = controlplane.free_port()
-        ca = certs.make_ca("credbridge-e2e-webhook-ca")
-        certfile, keyfile = certs.issue(ca, "127.0.0.1", hosts=["127.0.0.1"]).write(tmp_path / "webhook", "tls")
+        ca = tls.make_ca("credbridge-e2e-webhook-ca")
+        certfile, keyfile = tls.issue(ca, "127.0.0.1", hosts=["127.0.0.1"]).write(tmp_path / "webhook", "tls")
         point_webhooks_at(control_plane, webhook_configuration, f"https://127.0.0.1:{port}", ca.cert_pem)
 
         kubeconfig = e2e.service_account_kubeconfig(

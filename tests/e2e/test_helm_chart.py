@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from credbridge.testing import controlplane, e2e, operator
+from credbridge.local import controlplane, operator
+from credbridge.testing import e2e
 from credbridge.testing.fixtures import TEST_LABEL, AuditLog, Namespaces, kubectl_run, unique_name, wait_for
 
 pytestmark = pytest.mark.cluster

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
-from credbridge.testing import controlplane, operator
+from credbridge.local import controlplane, operator
 
 OPERATOR_USER = "credbridge-operator"
 OPERATOR_NAMESPACE = "credbridge-system"

@@ -12,7 +12,7 @@ from kubernetes import client
 
 from credbridge.cli import main
 from credbridge.core import names
-from credbridge.testing import controlplane, operator
+from credbridge.local import controlplane, operator
 from credbridge.testing.fixtures import TEST_LABEL, Namespaces, unique_name, wait_for
 
 pytestmark = pytest.mark.cluster

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from credbridge.testing import controlplane
+from credbridge.local import controlplane
 from credbridge.testing.fixtures import TEST_LABEL, AuditLog, Namespaces, unique_name, wait_for
 
 pytestmark = pytest.mark.cluster

@@ -8,7 +8,8 @@ import pathlib
 import pytest
 from kubernetes import client
 
-from credbridge.testing import objects, operator
+from credbridge.local import operator
+from credbridge.testing import objects
 from credbridge.testing.fixtures import unique_name
 
 pytestmark = pytest.mark.cluster

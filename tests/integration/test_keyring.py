@@ -12,7 +12,7 @@ from kubernetes import client
 
 from credbridge.core import keyring, names
 from credbridge.kube import keyrings
-from credbridge.testing import operator
+from credbridge.local import operator
 from credbridge.testing.fixtures import Namespaces
 
 pytestmark = pytest.mark.cluster

@@ -14,7 +14,8 @@ from kubernetes import client
 
 from credbridge.core import names
 from credbridge.kube import keyrings
-from credbridge.testing import controlplane, objects
+from credbridge.local import controlplane
+from credbridge.testing import objects
 from credbridge.testing.fixtures import Namespaces
 
 pytestmark = pytest.mark.cluster

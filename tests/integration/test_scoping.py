@@ -10,7 +10,8 @@ import pytest
 from kubernetes import client
 
 from credbridge.core import names
-from credbridge.testing import objects, operator
+from credbridge.local import operator
+from credbridge.testing import objects
 from credbridge.testing.fixtures import Namespaces
 
 pytestmark = pytest.mark.cluster

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from credbridge.testing import controlplane, operator
+from credbridge.local import controlplane, operator
 
 STATE_DIR = pathlib.Path(".credbridge-dev")
 STATE_FILE = STATE_DIR / "state.json"
@@ -46,6 +46,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     command = args.dev_command
+    try:
+        controlplane.require_checkout()
+    except controlplane.ControlPlaneError as error:
+        print(f"credbridge dev: {error}", file=sys.stderr)
+        return 2
     if command == "up":
         state = _up()
         if args.operator:

@@ -19,10 +19,11 @@ from typing import Any
 import kopf
 from kubernetes import client
 
+from credbridge import tls
 from credbridge.core import keyring, registry
 from credbridge.kube import builtins, connecting, fetching, keyrings
-from credbridge.operator import certs, handlers, metrics
 from credbridge.operator import controller as controller_module
+from credbridge.operator import handlers, metrics
 from credbridge.operator import settings as settings_module
 
 logger = logging.getLogger("credbridge")
@@ -81,8 +82,8 @@ def _webhook_server(settings: settings_module.AdmissionSettings, bind_address: s
     # Self-managed (development, tests): our own CA and a serving certificate for the host, made
     # with `cryptography` because kopf's self-signing path breaks on OpenSSL 3.
     directory = pathlib.Path(tempfile.mkdtemp(prefix="credbridge-webhook-"))
-    ca = certs.make_ca("credbridge-webhook-ca")
-    certfile, pkeyfile = certs.issue(ca, settings.host, hosts=[settings.host]).write(directory, "serving")
+    ca = tls.make_ca("credbridge-webhook-ca")
+    certfile, pkeyfile = tls.issue(ca, settings.host, hosts=[settings.host]).write(directory, "serving")
     server = kopf.WebhookServer(
         addr=settings.host,
         port=settings.port,

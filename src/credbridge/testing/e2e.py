@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from credbridge.testing import controlplane, fixtures
+from credbridge.local import controlplane
+from credbridge.testing import fixtures
 
 CHART_DIR = controlplane.REPO_ROOT / "charts" / "credbridge"
 DEPLOY_MANIFEST = controlplane.REPO_ROOT / "deploy" / "install.yaml"

@@ -22,7 +22,7 @@ import pytest
 from kubernetes import client
 
 from credbridge.kube import connecting
-from credbridge.testing import controlplane, operator
+from credbridge.local import controlplane, operator
 
 TEST_LABEL = {"created-by": "credbridge-tests"}
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})

@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 
-from credbridge.operator import certs
+from credbridge import tls
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "controlplane" / "build.sh"
@@ -55,6 +55,22 @@ class ControlPlaneError(RuntimeError):
     """The control plane could not be built, found or started; the message says what to do."""
 
 
+def require_checkout() -> pathlib.Path:
+    """The source checkout this package runs from; ControlPlaneError when it is an installed wheel.
+
+    The local control plane is built by `hack/controlplane/build.sh` and serves the CRDs in
+    `crds/`; neither ships in the wheel, so `credbridge dev` works only from a checkout.
+    """
+    missing = [str(path) for path in (BUILD_SCRIPT, CRDS_DIR) if not path.exists()]
+    if missing:
+        raise ControlPlaneError(
+            "the local control plane needs a credbridge source checkout (not found: "
+            + ", ".join(missing)
+            + "): clone the repository and run `make demo` or `.venv/bin/credbridge dev up` there"
+        )
+    return REPO_ROOT
+
+
 @dataclasses.dataclass(frozen=True)
 class Binaries:
     """Paths of the programs the control plane runs, and helm for the end-to-end tier."""
@@ -68,8 +84,7 @@ class Binaries:
     @classmethod
     def locate(cls) -> Binaries:
         """Find the binaries built by hack/controlplane/build.sh, or explain how to build them."""
-        if not BUILD_SCRIPT.exists():
-            raise ControlPlaneError(f"{BUILD_SCRIPT} is missing: run from a credbridge source checkout")
+        require_checkout()
         output = subprocess.run(
             ["bash", str(BUILD_SCRIPT), "--print-dirs"], check=True, capture_output=True, text=True
         ).stdout.split()
@@ -140,9 +155,9 @@ class ControlPlane:
         """
         if self.ca_file is None or self.ca_key_file is None:
             raise ControlPlaneError("user kubeconfigs need the local control plane's CA (not an existing cluster)")
-        ca = certs.Issued(self.ca_file.read_bytes(), self.ca_key_file.read_bytes())
+        ca = tls.Issued(self.ca_file.read_bytes(), self.ca_key_file.read_bytes())
         stem = user.replace(":", "_")
-        cert, key = certs.issue(ca, user, organizations=list(groups), client=True).write(self.workdir / "pki", stem)
+        cert, key = tls.issue(ca, user, organizations=list(groups), client=True).write(self.workdir / "pki", stem)
         path = self.workdir / f"{stem}.kubeconfig"
         _write_kubeconfig(path, self.server, self.ca_file, cert, key, user=user)
         return path
@@ -200,20 +215,20 @@ def start(
     binaries = Binaries.locate()
     workdir.mkdir(parents=True, exist_ok=True)
     pki = workdir / "pki"
-    ca = certs.make_ca("credbridge-local-ca")
+    ca = tls.make_ca("credbridge-local-ca")
     ca_file, ca_key_file = ca.write(pki, "ca")
-    serving_cert, serving_key = certs.issue(ca, "kube-apiserver", hosts=["127.0.0.1", "localhost"]).write(
+    serving_cert, serving_key = tls.issue(ca, "kube-apiserver", hosts=["127.0.0.1", "localhost"]).write(
         pki, "apiserver"
     )
-    admin_cert, admin_key = certs.issue(ca, ADMIN_USER, organizations=["system:masters"], client=True).write(
+    admin_cert, admin_key = tls.issue(ca, ADMIN_USER, organizations=["system:masters"], client=True).write(
         pki, "admin"
     )
     # kube-controller-manager gets its own identity, and its controllers their service accounts, as in
     # a real cluster: webhooks and audit then see the garbage collector as who it is.
-    kcm_cert, kcm_key = certs.issue(ca, "system:kube-controller-manager", client=True).write(
+    kcm_cert, kcm_key = tls.issue(ca, "system:kube-controller-manager", client=True).write(
         pki, "kube-controller-manager"
     )
-    sa_private, sa_public = certs.make_rsa_keypair()
+    sa_private, sa_public = tls.make_rsa_keypair()
     (pki / "sa.key").write_bytes(sa_private)
     (pki / "sa.pub").write_bytes(sa_public)
     audit_policy = workdir / "audit-policy.yaml"

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 
-from credbridge.testing import controlplane
+from credbridge.local import controlplane
 
 
 @dataclasses.dataclass
