@@ -174,6 +174,21 @@ class EnvPolicy:
                 )
         return None
 
+    def grants_explicitly(self, name: str, namespace: str) -> bool:
+        """Tells whether a namespace rule names `namespace` for `name` (the allow-list alone does not).
+
+        The allow-list says which variables exist for Credentials at all; a namespace rule is
+        the admin saying which namespaces a variable belongs to. Plaintext outputs require the
+        latter (see core.tenancy).
+        """
+        if self.check(name, namespace) is not None:
+            return False
+        return any(
+            fnmatch.fnmatchcase(name, variable_glob)
+            and any(fnmatch.fnmatchcase(namespace, namespace_glob) for namespace_glob in namespace_globs)
+            for variable_glob, namespace_globs in self.namespace_rules
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class ReferenceProblem:

@@ -220,9 +220,7 @@ def start(
     serving_cert, serving_key = tls.issue(ca, "kube-apiserver", hosts=["127.0.0.1", "localhost"]).write(
         pki, "apiserver"
     )
-    admin_cert, admin_key = tls.issue(ca, ADMIN_USER, organizations=["system:masters"], client=True).write(
-        pki, "admin"
-    )
+    admin_cert, admin_key = tls.issue(ca, ADMIN_USER, organizations=["system:masters"], client=True).write(pki, "admin")
     # kube-controller-manager gets its own identity, and its controllers their service accounts, as in
     # a real cluster: webhooks and audit then see the garbage collector as who it is.
     kcm_cert, kcm_key = tls.issue(ca, "system:kube-controller-manager", client=True).write(
