@@ -12,6 +12,7 @@ they are run with, and the progress messages they print on stderr.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +35,10 @@ class Options:
     """Smoke run (about a minute): shorter timing loops, 30 Credentials instead of 200."""
     selected: frozenset[str] = frozenset()
     """Benchmark names to run; empty means all of them."""
+    sizes: tuple[int, ...] = ()
+    """Numbers of Credentials for the cluster scenario, one fresh control plane each; empty means the defaults."""
+    profile_dir: pathlib.Path | None = None
+    """Where py-spy profiles of the operator go (create and restart phases); None means no profiling."""
 
     def wants(self, name: str) -> bool:
         """Tells whether the benchmark `name` is to run."""

@@ -62,9 +62,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"run only this benchmark (repeatable): {', '.join(ALL_NAMES)}",
     )
     parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=(),
+        metavar="N[,N...]",
+        help=f"numbers of Credentials for the cluster scenario (default {','.join(map(str, cluster.DEFAULT_SIZES))})",
+    )
+    parser.add_argument(
+        "--profile",
+        type=pathlib.Path,
+        default=None,
+        metavar="DIR",
+        help="sample the operator with py-spy while Credentials are created and re-verified; speedscope files in DIR",
+    )
+    parser.add_argument(
         "--output-dir", type=pathlib.Path, default=RESULTS_DIR, help="where to write the JSON (default: %(default)s)"
     )
     return parser.parse_args(argv)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not values or any(value < 1 for value in values):
+        raise argparse.ArgumentTypeError("sizes must be positive numbers, e.g. 1000,3000,10000")
+    return values
 
 
 def run(options: Options) -> tuple[list[Result], list[dict[str, Any]]]:
@@ -182,7 +206,7 @@ def write_json(
     document = {
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "options": {"quick": options.quick, "only": sorted(options.selected)},
+        "options": {"quick": options.quick, "only": sorted(options.selected), "sizes": list(options.sizes)},
         "machine": machine_facts(),
         # Other work on the machine moves every figure; the load average tells a reader whether it was busy.
         "load_average": {"start": list(load_at_start), "end": list(os.getloadavg())},
@@ -199,7 +223,7 @@ def write_json(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    options = Options(quick=args.quick, selected=frozenset(args.only))
+    options = Options(quick=args.quick, selected=frozenset(args.only), sizes=args.sizes, profile_dir=args.profile)
     started = datetime.datetime.now(datetime.UTC)
     load_at_start = os.getloadavg()
     progress(f"benchmarks: {', '.join(n for n in ALL_NAMES if options.wants(n))}{' (quick)' if options.quick else ''}")

@@ -12,14 +12,21 @@ from kubernetes import client, config
 
 
 def api_client(
-    kubeconfig: str | None = None, *, as_user: str | None = None, as_group: str | None = None
+    kubeconfig: str | None = None,
+    *,
+    as_user: str | None = None,
+    as_group: str | None = None,
+    connections: int | None = None,
 ) -> client.ApiClient:
     """Return an ApiClient for `kubeconfig`, $KUBECONFIG, ~/.kube/config, or the Pod's service account.
 
     `as_user`/`as_group` add impersonation headers, so the API server authorizes requests as that
-    identity (the caller needs the `impersonate` verb, which cluster admins have).
+    identity (the caller needs the `impersonate` verb, which cluster admins have). `connections`
+    sizes the connection pool for callers that use the client from many threads.
     """
     configuration = client.Configuration()
+    if connections is not None:
+        configuration.connection_pool_maxsize = connections
     path = kubeconfig or os.environ.get("KUBECONFIG")
     if path:
         config.load_kube_config(config_file=path, client_configuration=configuration)
