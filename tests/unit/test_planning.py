@@ -776,7 +776,9 @@ def credential_object(
 
 
 def duplicate_of(obj: collections.abc.Mapping[str, typing.Any], group: list[dict[str, typing.Any]]) -> str | None:
-    return planning.find_duplicate_id(planning.CredentialView.from_object(obj), group)
+    return planning.find_duplicate_id(
+        planning.CredentialView.from_object(obj), [planning.CredentialView.from_object(other) for other in group]
+    )
 
 
 def test_a_credential_with_a_unique_id_is_no_duplicate() -> None:

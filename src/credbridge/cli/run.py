@@ -9,6 +9,9 @@ from credbridge.core import names
 from credbridge.operator import runner
 from credbridge.operator import settings as settings_module
 
+# Flag defaults come from the settings dataclasses, where each one is documented once.
+_DEFAULTS = settings_module.OperatorSettings()
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
@@ -34,26 +37,31 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--keyring-secret",
-        default=names.DEFAULT_KEYRING_SECRET,
+        default=_DEFAULTS.keyring.secret_name,
         help="name of the keyring Secret (default: %(default)s)",
     )
     add_policy_arguments(parser)
-    parser.add_argument("--health-port", type=int, default=8080, help="port of /healthz (default: %(default)s)")
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=_DEFAULTS.serving.health_port,
+        help="port of /healthz (default: %(default)s)",
+    )
     parser.add_argument(
         "--metrics-port",
         type=int,
-        default=9090,
+        default=_DEFAULTS.serving.metrics_port,
         help="port of /metrics, 0 to turn off (default: %(default)s)",
     )
     parser.add_argument(
         "--webhook-port",
         type=int,
-        default=9443,
+        default=_DEFAULTS.admission.port,
         help="port of the validating webhook, 0 to turn off (default: %(default)s)",
     )
     parser.add_argument(
         "--webhook-host",
-        default="127.0.0.1",
+        default=_DEFAULTS.admission.host,
         help="address the self-managed webhook listens on and the API server calls",
     )
     parser.add_argument(
@@ -63,16 +71,44 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--webhook-pkeyfile", help="private key of --webhook-certfile")
     parser.add_argument(
         "--bind-address",
-        default="0.0.0.0",  # noqa: S104 -- probes come from the kubelet
+        default=_DEFAULTS.serving.bind_address,
         help="address of the health and metrics endpoints (default: %(default)s)",
     )
     parser.add_argument(
         "--reencrypt-rate",
         type=float,
-        default=10.0,
-        help="Credentials re-encrypted per second after a key rotation (default: %(default)s)",
+        default=_DEFAULTS.keyring.reencrypt_per_second,
+        help="Credentials re-encrypted (or, after any keyring change, verified) per second (default: %(default)s)",
     )
-    parser.add_argument("--workers", type=int, default=4, help="reconcile worker threads (default: %(default)s)")
+    parser.add_argument(
+        "--resync-interval",
+        type=float,
+        default=_DEFAULTS.resync.interval,
+        metavar="SECONDS",
+        help="how often every managed Secret is read back from the API server and verified (it opens with the "
+        "keyring in force and holds the current content); 0 turns it off (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--verify-rate",
+        type=float,
+        default=_DEFAULTS.resync.per_second,
+        metavar="PER_SECOND",
+        help="managed Secrets read and verified per second during such a pass (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--write-failures-before-report",
+        type=int,
+        default=_DEFAULTS.write_failures_before_report,
+        metavar="N",
+        help="failed Secret writes in a row before a Credential reports Ready=False/WriteFailed "
+        "(retrying goes on; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=_DEFAULTS.workers,
+        help="reconcile worker threads (default: %(default)s)",
+    )
     parser.add_argument("--peering", metavar="NAME", help="kopf peering name for HA (default: standalone)")
     parser.add_argument(
         "--peering-priority",
@@ -85,12 +121,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--peering-lifetime",
         type=int,
-        default=20,
+        default=_DEFAULTS.peering_lifetime,
         metavar="SECONDS",
         help="how long a silent peer counts as alive before a standby takes over (default: %(default)s)",
     )
-    parser.add_argument("--log-format", choices=["text", "json"], default="text")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    parser.add_argument("--log-format", choices=["text", "json"], default=_DEFAULTS.log_format)
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=_DEFAULTS.log_level)
     parser.set_defaults(handler=handle)
 
 
@@ -113,7 +149,7 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--literal-secrets",
         choices=["allow", "warn", "deny"],
-        default="warn",
+        default=_DEFAULTS.admission.literal_secrets,
         help="literal values in password fields: allow, warn (default) or deny",
     )
 
@@ -141,6 +177,8 @@ def handle(args: argparse.Namespace) -> int:
         serving=settings_module.ServingSettings(
             health_port=args.health_port, metrics_port=args.metrics_port, bind_address=args.bind_address
         ),
+        resync=settings_module.ResyncSettings(interval=args.resync_interval, per_second=args.verify_rate),
+        write_failures_before_report=args.write_failures_before_report,
         peering=args.peering,
         peering_priority=args.peering_priority if args.peering_priority is not None else secrets.randbelow(2**31),
         peering_lifetime=args.peering_lifetime,

@@ -17,7 +17,7 @@ import dataclasses
 import hmac
 import typing
 
-from credbridge.core import envelope, envrefs, keyring, names, redaction, registry, validation
+from credbridge.core import envelope, envrefs, keyring, names, redaction, registry, validation, views
 
 Json = dict[str, typing.Any]
 EnvLookup = collections.abc.Callable[[str], str | None]
@@ -40,90 +40,10 @@ class Event:
     message: str
 
 
-@dataclasses.dataclass(frozen=True)
-class CredentialView:
-    """The parts of a Credential object that planning reads."""
-
-    namespace: str
-    name: str
-    uid: str
-    generation: int
-    spec: collections.abc.Mapping[str, typing.Any]
-    status: collections.abc.Mapping[str, typing.Any]
-    annotations: collections.abc.Mapping[str, str] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def from_object(cls, obj: collections.abc.Mapping[str, typing.Any]) -> CredentialView:
-        metadata = obj.get("metadata") or {}
-        return cls(
-            namespace=str(metadata.get("namespace", "")),
-            name=str(metadata.get("name", "")),
-            uid=str(metadata.get("uid", "")),
-            generation=int(metadata.get("generation") or 0),
-            spec=obj.get("spec") or {},
-            status=obj.get("status") or {},
-            annotations=metadata.get("annotations") or {},
-        )
-
-    @property
-    def credential_id(self) -> str:
-        """`spec.id` when given (stable across re-creation), else the object's uid."""
-        return str(self.spec.get("id") or self.uid)
-
-    @property
-    def secret_name(self) -> str:
-        return str((self.spec.get("target") or {}).get("secretName") or self.name)
-
-    @property
-    def display_name(self) -> str:
-        return str(self.spec.get("displayName") or self.name)
-
-    @property
-    def type_name(self) -> str:
-        return str(self.spec.get("type", ""))
-
-    @property
-    def shared_from(self) -> tuple[str, str] | None:
-        source = self.spec.get("sharedFrom")
-        if not source:
-            return None
-        return str(source.get("namespace", "")), str(source.get("name", ""))
-
-
-@dataclasses.dataclass(frozen=True)
-class SecretView:
-    """The parts of an existing Secret that planning compares with what it should be."""
-
-    name: str
-    type: str
-    controller_uid: str | None
-    labels: collections.abc.Mapping[str, str]
-    annotations: collections.abc.Mapping[str, str]
-    data: collections.abc.Mapping[str, str] = dataclasses.field(repr=False)
-    resource_version: str = ""
-
-    @classmethod
-    def from_object(cls, obj: collections.abc.Mapping[str, typing.Any]) -> SecretView:
-        """Read a Secret in its API (JSON) form; `data` values are base64 there and decoded here."""
-        metadata = obj.get("metadata") or {}
-        controller = next(
-            (ref.get("uid") for ref in metadata.get("ownerReferences") or [] if ref.get("controller")), None
-        )
-        data: dict[str, str] = {}
-        for key, value in (obj.get("data") or {}).items():
-            try:
-                data[key] = base64.b64decode(value or "").decode()
-            except (ValueError, UnicodeDecodeError):
-                data[key] = ""
-        return cls(
-            name=str(metadata.get("name", "")),
-            type=str(obj.get("type", "")),
-            controller_uid=controller,
-            labels=metadata.get("labels") or {},
-            annotations=metadata.get("annotations") or {},
-            data=data,
-            resource_version=str(metadata.get("resourceVersion", "")),
-        )
+CredentialView = views.CredentialView
+"""Re-exported: planning reads Credentials through the view defined in core.views."""
+SecretView = views.SecretView
+"""Re-exported: planning reads Secrets through the view defined in core.views."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -362,6 +282,29 @@ def _failed(credential: CredentialView, inputs: Inputs, failure: Failure) -> Pla
     return Plan(status=status, secret=secret, failure=failure, event=event)
 
 
+def plan_write_failure(credential: CredentialView, *, now: str, target: str, error: str) -> Plan:
+    """The status after writing `target` failed several times in a row: Ready=False, WriteFailed.
+
+    The status keeps what it said about the last good Secret; the Secret itself is not touched.
+    The message stays the same from one failed attempt to the next (it names the error, not the
+    count), so retrying does not rewrite the status or repeat the Event.
+    """
+    where = f"Credential {credential.namespace}/{credential.name}"
+    failure = Failure(
+        "WriteFailed",
+        (
+            f"{where}: could not write {target} ({error}); the operator keeps retrying with backoff, and "
+            f"{target} keeps its last good content until a write succeeds: check the operator log, its RBAC "
+            "and admission webhooks for that Secret"
+        ),
+    )
+    return _failed(credential, Inputs(now=now, random_bytes=_no_random_bytes, keyring=None), failure)
+
+
+def _no_random_bytes(count: int) -> bytes:
+    raise AssertionError("a failure plan seals nothing")
+
+
 def _rewrapped_last_good_secret(credential: CredentialView, inputs: Inputs) -> Json | None:
     """The last good Secret re-sealed with the active key, when it is ours and on an older key.
 
@@ -520,28 +463,23 @@ def open_managed_secret(
 
 def find_duplicate_id(
     credential: CredentialView,
-    namespace_credentials: collections.abc.Iterable[collections.abc.Mapping[str, typing.Any]],
+    same_id: collections.abc.Iterable[CredentialView],
 ) -> str | None:
     """Name of the Credential in the namespace that holds this Credential's id first, if not this one.
 
-    Among Credentials sharing an id, the one whose status already shows that id with a key (it had
-    a good Secret) keeps it; then the oldest by creationTimestamp; then the first by name. So
-    exactly one of a group of duplicates stays Ready, and a newcomer never takes an established id.
+    `same_id` are the Credentials of the namespace with this Credential's id (it may be among
+    them; others are ignored). Among Credentials sharing an id, the one whose status already shows
+    that id with a key (it had a good Secret) keeps it; then the oldest by creationTimestamp; then
+    the first by name. So exactly one of a group of duplicates stays Ready, and a newcomer never
+    takes an established id.
     """
 
-    def rank(obj: collections.abc.Mapping[str, typing.Any]) -> tuple[bool, str, str]:
-        view = CredentialView.from_object(obj)
-        established = view.status.get("id") == view.credential_id and bool(view.status.get("keyId"))
-        created = str((obj.get("metadata") or {}).get("creationTimestamp", ""))
-        return (not established, created, view.name)
+    def rank(view: CredentialView) -> tuple[bool, str, str]:
+        return (not view.established_id, view.creation_timestamp, view.name)
 
-    same_id = [
-        obj
-        for obj in namespace_credentials
-        if CredentialView.from_object(obj).credential_id == credential.credential_id
-    ]
-    if len(same_id) < 2:
+    group = {view.name: view for view in same_id if view.credential_id == credential.credential_id}
+    group[credential.name] = credential
+    if len(group) < 2:
         return None
-    holder = min(same_id, key=rank)
-    holder_name = str((holder.get("metadata") or {}).get("name", ""))
-    return None if holder_name == credential.name else holder_name
+    holder = min(group.values(), key=rank)
+    return None if holder.name == credential.name else holder.name

@@ -7,8 +7,12 @@ loaded in one place and nowhere else.
 from __future__ import annotations
 
 import os
+from typing import TypeAlias
 
 from kubernetes import client, config
+
+ApiClient: TypeAlias = client.ApiClient
+"""The connection type, named here so the operator and the CLI can annotate it without the client library."""
 
 
 def api_client(

@@ -10,68 +10,21 @@ request or response body, which for Secrets holds their data.
 from __future__ import annotations
 
 import collections.abc
-import contextlib
-import json
 import secrets
 from typing import Any, TypeAlias
 
-import urllib3
-from kubernetes import client, config
+from kubernetes import client
 
 from credbridge.core import keyring
-from credbridge.kube import connecting, fetching, keyrings
+from credbridge.kube import connecting, errors, fetching, keyrings
 
 Json = dict[str, Any]
-ApiClient: TypeAlias = client.ApiClient
+ApiClient: TypeAlias = connecting.ApiClient
 """The connection type, named here so the CLI can annotate it without importing the client library."""
 
-# Statuses whose server message explains the refusal without echoing what was sent.
-_EXPLAINED_STATUSES = frozenset({401, 403, 404, 409})
-
-
-class ApiError(Exception):
-    """A request failed: `action` says what was attempted, `status` is the HTTP status or None."""
-
-    def __init__(self, action: str, status: int | None, explanation: str) -> None:
-        """Builds the one-line message `cannot <action>: <explanation>`."""
-        super().__init__(f"cannot {action}: {explanation}")
-        self.action = action
-        self.status = status
-        self.explanation = explanation
-
-    @property
-    def forbidden(self) -> bool:
-        """True when RBAC refused the request (HTTP 403)."""
-        return self.status == 403
-
-
-def _server_message(error: client.ApiException) -> str:
-    try:
-        body = json.loads(error.body or "{}")
-    except (TypeError, ValueError):
-        return ""
-    message = body.get("message") if isinstance(body, dict) else None
-    return str(message) if message else ""
-
-
-@contextlib.contextmanager
-def _requests_for(action: str) -> collections.abc.Iterator[None]:
-    try:
-        yield
-    except client.ApiException as error:
-        status = int(error.status) if error.status else None
-        explanation = f"{error.status} {error.reason}".strip()
-        if status in _EXPLAINED_STATUSES:
-            message = _server_message(error)
-            if message:
-                explanation = f"{explanation}: {message}"
-        raise ApiError(action, status, explanation) from None
-    except urllib3.exceptions.HTTPError as error:
-        raise ApiError(
-            action, None, f"the API server did not answer ({type(error).__name__}): check KUBECONFIG and the cluster"
-        ) from None
-    except config.ConfigException as error:
-        raise ApiError(action, None, f"no usable kubeconfig ({error}): check KUBECONFIG") from None
+ApiError = errors.ApiError
+"""Re-exported for the CLI: every function here raises it."""
+_requests_for = errors.translated
 
 
 def connect(*, as_user: str | None = None) -> client.ApiClient:

@@ -1,7 +1,8 @@
 """Reads from the API server, returning objects in their plain JSON form (dicts).
 
 Plain dicts keep the rest of credbridge independent of the client library's model classes, and
-`_preload_content=False` skips the library's slow model deserialization.
+`_preload_content=False` skips the library's slow model deserialization. Failures leave as
+`errors.ApiError`, which never quotes a response body.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from kubernetes import client
 
 from credbridge.core import names
+from credbridge.kube import errors
 
 Json = dict[str, Any]
 
@@ -21,23 +23,27 @@ def _json(response: Any) -> Json:
     return data
 
 
-def _or_none_if_missing(call: Any, *args: Any, **kwargs: Any) -> Json | None:
-    try:
-        return _json(call(*args, _preload_content=False, **kwargs))
-    except client.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
+def _or_none_if_missing(action: str, call: Any, *args: Any, **kwargs: Any) -> Json | None:
+    with errors.translated(action):
+        try:
+            return _json(call(*args, _preload_content=False, **kwargs))
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
 
 
 def read_secret(api: client.ApiClient, namespace: str, name: str) -> Json | None:
     """The Secret, or None when it does not exist."""
-    return _or_none_if_missing(client.CoreV1Api(api).read_namespaced_secret, name, namespace)
+    return _or_none_if_missing(
+        f"read Secret {namespace}/{name}", client.CoreV1Api(api).read_namespaced_secret, name, namespace
+    )
 
 
 def read_credential(api: client.ApiClient, namespace: str, name: str) -> Json | None:
     """The Credential, or None when it does not exist."""
     return _or_none_if_missing(
+        f"read Credential {namespace}/{name}",
         client.CustomObjectsApi(api).get_namespaced_custom_object,
         names.GROUP,
         names.VERSION,
@@ -50,6 +56,7 @@ def read_credential(api: client.ApiClient, namespace: str, name: str) -> Json | 
 def read_credential_share(api: client.ApiClient, namespace: str, name: str) -> Json | None:
     """The CredentialShare, or None when it does not exist."""
     return _or_none_if_missing(
+        f"read CredentialShare {namespace}/{name}",
         client.CustomObjectsApi(api).get_namespaced_custom_object,
         names.GROUP,
         names.VERSION,
@@ -59,51 +66,75 @@ def read_credential_share(api: client.ApiClient, namespace: str, name: str) -> J
     )
 
 
+def _items(action: str, call: Any, *args: Any, **kwargs: Any) -> list[Json]:
+    with errors.translated(action):
+        items: list[Json] = _json(call(*args, _preload_content=False, **kwargs)).get("items", [])
+    return items
+
+
 def list_credentials(
     api: client.ApiClient, namespace: str | None = None, *, label_selector: str | None = None
 ) -> list[Json]:
     """Credentials in `namespace`, or in every namespace when it is None."""
     objects = client.CustomObjectsApi(api)
-    kwargs: dict[str, Any] = {"_preload_content": False}
-    if label_selector:
-        kwargs["label_selector"] = label_selector
+    kwargs: dict[str, Any] = {"label_selector": label_selector} if label_selector else {}
+    where = f"namespace {namespace}" if namespace else "all namespaces"
     if namespace is None:
-        response = objects.list_cluster_custom_object(names.GROUP, names.VERSION, names.CREDENTIAL_PLURAL, **kwargs)
-    else:
-        response = objects.list_namespaced_custom_object(
-            names.GROUP, names.VERSION, namespace, names.CREDENTIAL_PLURAL, **kwargs
+        return _items(
+            f"list Credentials in {where}",
+            objects.list_cluster_custom_object,
+            names.GROUP,
+            names.VERSION,
+            names.CREDENTIAL_PLURAL,
+            **kwargs,
         )
-    items: list[Json] = _json(response).get("items", [])
-    return items
+    return _items(
+        f"list Credentials in {where}",
+        objects.list_namespaced_custom_object,
+        names.GROUP,
+        names.VERSION,
+        namespace,
+        names.CREDENTIAL_PLURAL,
+        **kwargs,
+    )
 
 
 def list_credential_shares(api: client.ApiClient, namespace: str | None = None) -> list[Json]:
     """CredentialShares in `namespace`, or in every namespace when it is None."""
     objects = client.CustomObjectsApi(api)
     if namespace is None:
-        response = objects.list_cluster_custom_object(
-            names.GROUP, names.VERSION, names.CREDENTIAL_SHARE_PLURAL, _preload_content=False
+        return _items(
+            "list CredentialShares in all namespaces",
+            objects.list_cluster_custom_object,
+            names.GROUP,
+            names.VERSION,
+            names.CREDENTIAL_SHARE_PLURAL,
         )
-    else:
-        response = objects.list_namespaced_custom_object(
-            names.GROUP, names.VERSION, namespace, names.CREDENTIAL_SHARE_PLURAL, _preload_content=False
-        )
-    items: list[Json] = _json(response).get("items", [])
-    return items
+    return _items(
+        f"list CredentialShares in namespace {namespace}",
+        objects.list_namespaced_custom_object,
+        names.GROUP,
+        names.VERSION,
+        namespace,
+        names.CREDENTIAL_SHARE_PLURAL,
+    )
 
 
 def list_credential_types(api: client.ApiClient) -> list[Json]:
     """Every CredentialType in the cluster."""
-    response = client.CustomObjectsApi(api).list_cluster_custom_object(
-        names.GROUP, names.VERSION, names.CREDENTIAL_TYPE_PLURAL, _preload_content=False
+    return _items(
+        "list CredentialTypes",
+        client.CustomObjectsApi(api).list_cluster_custom_object,
+        names.GROUP,
+        names.VERSION,
+        names.CREDENTIAL_TYPE_PLURAL,
     )
-    items: list[Json] = _json(response).get("items", [])
-    return items
 
 
 def read_credential_type(api: client.ApiClient, name: str) -> Json | None:
     """The CredentialType object `name` (lower-case type name), or None when it does not exist."""
     return _or_none_if_missing(
+        f"read CredentialType {name}",
         client.CustomObjectsApi(api).get_cluster_custom_object,
         names.GROUP,
         names.VERSION,
@@ -114,23 +145,18 @@ def read_credential_type(api: client.ApiClient, name: str) -> Json | None:
 
 def read_namespace(api: client.ApiClient, name: str) -> Json | None:
     """The Namespace, or None when it does not exist."""
-    return _or_none_if_missing(client.CoreV1Api(api).read_namespace, name)
+    return _or_none_if_missing(f"read Namespace {name}", client.CoreV1Api(api).read_namespace, name)
 
 
 def list_namespaces(api: client.ApiClient, label_selector: str | None = None) -> list[Json]:
     """Namespaces, optionally only those matching a label selector."""
-    kwargs: dict[str, Any] = {"_preload_content": False}
-    if label_selector is not None:
-        kwargs["label_selector"] = label_selector
-    items: list[Json] = _json(client.CoreV1Api(api).list_namespace(**kwargs)).get("items", [])
-    return items
+    kwargs: dict[str, Any] = {"label_selector": label_selector} if label_selector is not None else {}
+    return _items("list Namespaces", client.CoreV1Api(api).list_namespace, **kwargs)
 
 
 def list_pods(api: client.ApiClient, namespace: str) -> list[Json]:
     """Pods in a namespace (for the in-use check before deleting a Credential)."""
-    response = client.CoreV1Api(api).list_namespaced_pod(namespace, _preload_content=False)
-    items: list[Json] = _json(response).get("items", [])
-    return items
+    return _items(f"list Pods in namespace {namespace}", client.CoreV1Api(api).list_namespaced_pod, namespace)
 
 
 def list_managed_secrets(
@@ -140,8 +166,12 @@ def list_managed_secrets(
     selector = f"{names.MANAGED_BY_LABEL}={names.MANAGED_BY_VALUE}" + (f",{extra_selector}" if extra_selector else "")
     core = client.CoreV1Api(api)
     if namespace is None:
-        response = core.list_secret_for_all_namespaces(label_selector=selector, _preload_content=False)
-    else:
-        response = core.list_namespaced_secret(namespace, label_selector=selector, _preload_content=False)
-    items: list[Json] = _json(response).get("items", [])
-    return items
+        return _items(
+            "list managed Secrets in all namespaces", core.list_secret_for_all_namespaces, label_selector=selector
+        )
+    return _items(
+        f"list managed Secrets in namespace {namespace}",
+        core.list_namespaced_secret,
+        namespace,
+        label_selector=selector,
+    )

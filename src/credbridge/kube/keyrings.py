@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection
 from kubernetes import client, watch
 
 from credbridge.core import envelope, keyring, names
-from credbridge.kube import fetching
+from credbridge.kube import errors, fetching
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,9 @@ def ensure(api: client.ApiClient, namespace: str, name: str, random_bytes: envel
         "data": data,
     }
     try:
-        client.CoreV1Api(api).create_namespaced_secret(namespace, body)
-    except client.ApiException as error:
+        with errors.translated(f"create keyring Secret {namespace}/{name}"):
+            client.CoreV1Api(api).create_namespaced_secret(namespace, body, _preload_content=False)
+    except errors.ApiError as error:
         if error.status != 409:
             raise
         # Another operator instance made it first: use theirs, never a second key.

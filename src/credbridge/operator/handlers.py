@@ -18,7 +18,16 @@ from credbridge.operator import controller as controller_module
 
 
 def _plain(body: Any) -> dict[str, Any]:
-    return copy.deepcopy(dict(body))
+    """A private copy of what the views keep (spec, status, metadata without managedFields, data)."""
+    metadata = {key: value for key, value in (body.get("metadata") or {}).items() if key != "managedFields"}
+    return copy.deepcopy(
+        {"metadata": metadata, **{key: body[key] for key in ("spec", "status", "data", "type") if key in body}}
+    )
+
+
+def _metadata_only(body: Any) -> dict[str, Any]:
+    """A private copy of an object's metadata alone (for decisions that must never see Secret data)."""
+    return {"metadata": copy.deepcopy(dict(body.get("metadata") or {}))}
 
 
 def register(
@@ -30,25 +39,29 @@ def register(
 ) -> None:
     """Register every handler of the operator into `registry`."""
 
+    # Event handlers are coroutines: they only update the cache and queue keys (no I/O), so they
+    # run on kopf's event loop instead of a thread-pool hop per event.
     @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_PLURAL, registry=registry)
-    def credential_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    async def credential_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         controller.credential_changed(type, _plain(body))
 
     @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_SHARE_PLURAL, registry=registry)
-    def share_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    async def share_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         controller.share_changed(type, _plain(body))
 
     @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_TYPE_PLURAL, registry=registry)
     def type_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        # Synchronous: reverting a built-in type writes to the API server.
         controller.type_changed(type, _plain(body))
 
+    # kopf lists and watches only managed Secrets (a server-side label selector, see
+    # runner.kopf_settings_for); other Secrets reach the controller through the metadata-only watch.
     @kopf.on.event("", "v1", "secrets", registry=registry)
-    def secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        # Only metadata: the controller reads Secret data itself when it reconciles.
-        controller.secret_changed(type, {"metadata": copy.deepcopy(dict(body.get("metadata") or {}))})
+    async def secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        controller.secret_changed(type, _plain(body))
 
     @kopf.on.event("", "v1", "namespaces", registry=registry)
-    def namespace_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    async def namespace_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         controller.namespace_changed(type, _plain(body))
 
     if not webhooks:
@@ -99,8 +112,8 @@ def register(
         # Metadata is all the decision needs: Secret data never enters the decision or its message.
         decision = admission.review_managed_secret(
             operation,
-            {"metadata": _plain(new.get("metadata") or {})} if new is not None else None,
-            {"metadata": _plain(old.get("metadata") or {})} if old is not None else None,
+            _metadata_only(new) if new is not None else None,
+            _metadata_only(old) if old is not None else None,
             username=str(userinfo.get("username", "")),
             operator_username=operator_username,
         )

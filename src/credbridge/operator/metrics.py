@@ -35,6 +35,11 @@ API_WRITES = prometheus_client.Counter(
     ["resource", "verb"],
     registry=REGISTRY,
 )
+RESYNCS = prometheus_client.Counter(
+    "credbridge_verification_passes_total",
+    "Periodic passes that verify every managed Secret as stored in the API server.",
+    registry=REGISTRY,
+)
 REENCRYPTION_PENDING = prometheus_client.Gauge(
     "credbridge_reencryption_pending",
     "Credentials still encrypted with a key other than the active one.",
@@ -43,31 +48,58 @@ REENCRYPTION_PENDING = prometheus_client.Gauge(
 
 
 class StateCollector(prometheus_registry.Collector):
-    """Exposes credentials by ready/type/key id and shares by state from live snapshots."""
+    """Exposes credentials by ready/type/key id and shares by state from live snapshots.
+
+    Counts are kept up to date on every change, so neither a change nor a scrape costs time that
+    grows with the number of Credentials.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._credentials: dict[tuple[str, str], tuple[str, str, str]] = {}
+        self._counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self._key_counts: collections.Counter[str] = collections.Counter()
         self._shares: Callable[[], dict[str, int]] = dict
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        old = self._credentials.pop(key, None)
+        if old is None:
+            return
+        self._counts[old] -= 1
+        if not self._counts[old]:
+            del self._counts[old]
+        self._key_counts[old[2]] -= 1
+        if not self._key_counts[old[2]]:
+            del self._key_counts[old[2]]
 
     def set_credential(self, key: tuple[str, str], ready: str, type_name: str, key_id: str) -> None:
         with self._lock:
-            self._credentials[key] = (ready, type_name, key_id)
+            self._drop(key)
+            entry = (ready, type_name, key_id)
+            self._credentials[key] = entry
+            self._counts[entry] += 1
+            self._key_counts[key_id] += 1
 
     def forget_credential(self, key: tuple[str, str]) -> None:
         with self._lock:
-            self._credentials.pop(key, None)
+            self._drop(key)
 
     def key_ids(self) -> collections.Counter[str]:
+        """Credentials per key id (a copy)."""
         with self._lock:
-            return collections.Counter(key_id for _, _, key_id in self._credentials.values())
+            return collections.Counter(self._key_counts)
+
+    def not_on_key(self, active_id: str) -> int:
+        """How many Credentials report a key other than `active_id` (none reported: not counted)."""
+        with self._lock:
+            return sum(count for key_id, count in self._key_counts.items() if key_id and key_id != active_id)
 
     def set_share_source(self, source: Callable[[], dict[str, int]]) -> None:
         self._shares = source
 
     def collect(self) -> Iterator[prometheus_core.Metric]:
         with self._lock:
-            counts = collections.Counter(self._credentials.values())
+            counts = dict(self._counts)
         credentials = prometheus_core.GaugeMetricFamily(
             "credbridge_credentials",
             "Credentials by Ready status, type and key id.",

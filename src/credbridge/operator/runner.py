@@ -17,11 +17,10 @@ import threading
 from typing import Any
 
 import kopf
-from kubernetes import client
 
 from credbridge import tls
-from credbridge.core import keyring, registry
-from credbridge.kube import builtins, connecting, fetching, keyrings
+from credbridge.core import keyring, names, registry
+from credbridge.kube import builtins, connecting, errors, fetching, keyrings
 from credbridge.operator import controller as controller_module
 from credbridge.operator import handlers, metrics
 from credbridge.operator import settings as settings_module
@@ -95,7 +94,7 @@ def _webhook_server(settings: settings_module.AdmissionSettings, bind_address: s
     return server, True
 
 
-def load_types(api: client.ApiClient) -> registry.Registry:
+def load_types(api: connecting.ApiClient) -> registry.Registry:
     """Apply the built-in types to the cluster and return them with the cluster's custom types.
 
     Custom types are known from the start, so a standby replica's webhook accepts them too.
@@ -117,6 +116,9 @@ def kopf_settings_for(settings: settings_module.OperatorSettings) -> kopf.Operat
     configured = kopf.OperatorSettings()
     configured.posting.enabled = False  # we post our own Events, only on condition changes
     configured.watching.server_timeout = 300
+    # Only the Secrets credbridge writes come through kopf, with their data; every other Secret
+    # (Helm releases, service-account tokens...) reaches the operator as metadata only.
+    configured.watching.label_selectors["v1", "secrets"] = names.MANAGED_SELECTOR
     configured.peering.standalone = settings.peering is None
     configured.peering.clusterwide = not settings.watch.namespaces
     if settings.peering:
@@ -142,8 +144,8 @@ def run(settings: settings_module.OperatorSettings) -> int:
     except keyring.KeyringError as error:
         logger.error("refusing to start: %s", error)
         return EXIT_KEYRING
-    except client.ApiException as error:
-        if error.status == 404 and fetching.read_namespace(api, namespace) is None:
+    except errors.ApiError as error:
+        if error.not_found and fetching.read_namespace(api, namespace) is None:
             logger.error(
                 "refusing to start: the operator namespace %s does not exist: create it, or set "
                 "--operator-namespace (default: $POD_NAMESPACE)",

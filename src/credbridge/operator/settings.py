@@ -84,12 +84,22 @@ class ServingSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ResyncSettings:
+    interval: float = 3600.0
+    """Seconds between passes that read every managed Secret from the API server and verify it
+    (it opens with the keyring in force and holds the current content); 0 turns them off."""
+    per_second: float = 20.0
+    """Managed Secrets verified per second during such a pass (one GET each): bounds its load."""
+
+
+@dataclasses.dataclass(frozen=True)
 class OperatorSettings:
     watch: WatchSettings = dataclasses.field(default_factory=WatchSettings)
     env: EnvSettings = dataclasses.field(default_factory=EnvSettings)
     keyring: KeyringSettings = dataclasses.field(default_factory=KeyringSettings)
     admission: AdmissionSettings = dataclasses.field(default_factory=AdmissionSettings)
     serving: ServingSettings = dataclasses.field(default_factory=ServingSettings)
+    resync: ResyncSettings = dataclasses.field(default_factory=ResyncSettings)
     peering: str | None = None
     """kopf peering name for HA (a standby takes over when the active one dies); None = standalone."""
     peering_priority: int = 0
@@ -98,6 +108,9 @@ class OperatorSettings:
     """Seconds a peer stays "alive" without renewing its entry: the failover time after a crash."""
     workers: int = 4
     """Reconcile worker threads."""
+    write_failures_before_report: int = 3
+    """Failed writes of a managed Secret in a row before its Credential reports Ready=False/WriteFailed
+    (retrying goes on with backoff; one failure alone is often a conflict that the next attempt fixes)."""
     log_format: str = "text"
     """`text` or `json` (one JSON object per line)."""
     log_level: str = "info"

@@ -1,0 +1,173 @@
+"""Reconciling the sharing of one source Credential: gather its shares, namespaces and mirrors from the
+cache, plan with core.sharing, apply the creates, updates, deletes and statuses.
+
+The work-queue key is the *source* Credential, not a share: sharing is planned over all the
+shares that name a source at once (two shares naming one namespace give one mirror). Mirrors
+created here are written through into the cache, so the next plan sees them before their watch
+event arrives.
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import logging
+import threading
+
+from credbridge.core import planning, sharing, views
+from credbridge.kube import connecting, errors, writing
+from credbridge.operator import cache as cache_module
+from credbridge.operator import metrics
+
+logger = logging.getLogger(__name__)
+
+Key = views.Key
+
+
+class ShareReconciler:
+    """Gather → plan → apply for the mirrors of one source Credential."""
+
+    def __init__(
+        self,
+        api: connecting.ApiClient,
+        cache: cache_module.Cache,
+        *,
+        enqueue_credential: collections.abc.Callable[[Key], None],
+    ) -> None:
+        self._api = api
+        self._cache = cache
+        self._enqueue_credential = enqueue_credential
+        """Queues a mirror for its own reconcile after it is created or its spec reverted here."""
+        self._lock = threading.Lock()
+        self._target_states: dict[Key, collections.Counter[str]] = {}
+        """Share key → count of its target namespaces by state, for the share metric."""
+
+    def state_counts(self) -> dict[str, int]:
+        """Share targets by state (Shared, NotAccepted, Failed) over every share, for the metric."""
+        with self._lock:
+            total: collections.Counter[str] = collections.Counter()
+            for counts in self._target_states.values():
+                total.update(counts)
+            return dict(total)
+
+    def reconcile(self, source_key: Key) -> None:
+        """Brings the mirrors of one source Credential in line with all the shares that name it."""
+        namespace, name = source_key
+        source_view = self._cache.credential(source_key)
+        source = _as_object(source_view) if source_view is not None else None
+        shares = self._cache.shares_of(source_key)
+        namespaces = [ns.as_object() for ns in self._cache.namespaces()]
+        mirrors = [_as_object(mirror) for mirror in self._cache.mirrors_of(source_key)]
+        plan = sharing.plan_source_shares(
+            namespace, name, source, [share.as_object() for share in shares], namespaces, mirrors
+        )
+        failed = self._apply_mirrors(plan)
+        statuses = sharing.mark_failed(plan.share_statuses, failed)
+        for share in shares:
+            self._write_share_status(share, statuses[share.name])
+        with self._lock:
+            for share in shares:
+                entries = statuses[share.name].get("namespaces", [])
+                self._target_states[share.key] = collections.Counter(entry["state"] for entry in entries)
+        if source_view is not None:
+            shared_with = [target for target in plan.shared_with if target not in failed]
+            self._write_shared_with(source_view, shared_with)
+
+    def forget_share(self, key: Key) -> None:
+        with self._lock:
+            self._target_states.pop(key, None)
+
+    def _apply_mirrors(self, plan: sharing.SharePlan) -> dict[str, str]:
+        """Creates, updates and deletes mirrors; returns target namespace → why a create failed."""
+        failed: dict[str, str] = {}
+        for mirror in plan.create:
+            target = mirror["metadata"]["namespace"]
+            try:
+                created = writing.create_credential(self._api, mirror)
+            except errors.ApiError as error:
+                if error.namespace_terminating:
+                    continue
+                if not error.conflict:
+                    raise
+                failed[target] = (
+                    f"a Credential named {mirror['metadata']['name']} already exists there and is not a mirror"
+                )
+                continue
+            metrics.API_WRITES.labels("credentials", "create").inc()
+            self._written_through(created)
+        for target, mirror_name, spec in plan.update:
+            updated = writing.patch_credential(self._api, target, mirror_name, {"spec": spec})
+            metrics.API_WRITES.labels("credentials", "patch").inc()
+            self._written_through(updated)
+        for target, mirror_name in plan.delete:
+            self._remove_mirror(target, mirror_name)
+        return failed
+
+    def _written_through(self, mirror: dict[str, object]) -> None:
+        """Caches a mirror as the API server returned it and queues its reconcile.
+
+        Its watch event will carry this same version and so trigger nothing: the reconcile must
+        be queued here.
+        """
+        view = views.CredentialView.from_object(mirror)
+        self._cache.put_credential(view)
+        self._enqueue_credential(view.key)
+
+    def _remove_mirror(self, namespace: str, name: str) -> None:
+        """Delete a mirror and its Secret now, rather than leaving the Secret to the garbage collector.
+
+        Revocation should take effect at once: a revoked namespace must not keep readable content
+        for however long garbage collection takes.
+        """
+        mirror = self._cache.credential((namespace, name))
+        if mirror is None:
+            return
+        if writing.delete_credential(self._api, namespace, name):
+            metrics.API_WRITES.labels("credentials", "delete").inc()
+        secret = self._cache.secret((namespace, mirror.secret_name))
+        if secret is not None and secret.controller_uid == mirror.uid:
+            if writing.delete_secret(self._api, namespace, mirror.secret_name, uid=secret.uid):
+                metrics.API_WRITES.labels("secrets", "delete").inc()
+            self._cache.remove_secret(secret.key)
+        logger.info("removed mirror %s/%s of %s", namespace, name, "/".join(mirror.shared_from or ("?", "?")))
+
+    def _write_share_status(self, share: views.ShareView, desired: dict[str, object]) -> None:
+        patch = planning.status_patch(share.status, desired)
+        if patch is None:
+            return
+        written = writing.patch_credential_share_status(
+            self._api, share.namespace, share.name, patch, resource_version=share.resource_version
+        )
+        metrics.API_WRITES.labels("credentialshares/status", "patch").inc()
+        self._cache.put_share(views.ShareView.from_object(written))
+
+    def _write_shared_with(self, source: views.CredentialView, shared_with: collections.abc.Sequence[str]) -> None:
+        if list(source.status.get("sharedWith", [])) == list(shared_with):
+            return
+        try:
+            written = writing.patch_credential_status(
+                self._api,
+                source.namespace,
+                source.name,
+                {"sharedWith": list(shared_with)},
+                resource_version=source.resource_version,
+            )
+        except errors.ApiError as error:
+            if error.not_found:
+                return
+            raise
+        metrics.API_WRITES.labels("credentials/status", "patch").inc()
+        self._cache.put_credential(views.CredentialView.from_object(written))
+
+
+def _as_object(view: views.CredentialView) -> dict[str, object]:
+    """A Credential view in the JSON shape core.sharing plans from."""
+    metadata: dict[str, object] = {
+        "namespace": view.namespace,
+        "name": view.name,
+        "uid": view.uid,
+        "labels": dict(view.labels),
+    }
+    if view.deleting:
+        metadata["deletionTimestamp"] = "deleting"
+    return {"metadata": metadata, "spec": dict(view.spec), "status": dict(view.status)}
