@@ -295,7 +295,7 @@ def plan_write_failure(credential: CredentialView, *, now: str, target: str, err
         (
             f"{where}: could not write {target} ({error}); the operator keeps retrying with backoff, and "
             f"{target} keeps its last good content until a write succeeds: check the operator log, its RBAC "
-            "and admission webhooks for that Secret"
+            "and the admission webhooks and policies that apply to that Secret"
         ),
     )
     return _failed(credential, Inputs(now=now, random_bytes=_no_random_bytes, keyring=None), failure)

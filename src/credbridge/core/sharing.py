@@ -239,3 +239,9 @@ def mark_failed(
         ]
         result[share_name] = _share_status(entries, False, "")
     return result
+
+
+def mark_write_failed(statuses: collections.abc.Mapping[str, Json], message: str) -> dict[str, Json]:
+    """Statuses with Ready=False, reason WriteFailed: a write the plan needs keeps failing (`message` says which)."""
+    condition = {"type": names.READY_CONDITION, "status": "False", "reason": "WriteFailed", "message": message}
+    return {share_name: {**status, "conditions": [condition]} for share_name, status in statuses.items()}

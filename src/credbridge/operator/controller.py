@@ -61,7 +61,12 @@ class Controller:
             enqueue=self.queue.add,
             write_failures_before_report=settings.write_failures_before_report,
         )
-        self.shares = shares.ShareReconciler(api, self.cache, enqueue_credential=self.queue.add)
+        self.shares = shares.ShareReconciler(
+            api,
+            self.cache,
+            enqueue_credential=self.queue.add,
+            write_failures_before_report=settings.write_failures_before_report,
+        )
         metrics.STATE.set_share_source(self.shares.state_counts)
         self._stopping = threading.Event()
         self._secret_watches: list[watching.SecretMetadataWatch] = []

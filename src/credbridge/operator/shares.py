@@ -33,11 +33,15 @@ class ShareReconciler:
         cache: cache_module.Cache,
         *,
         enqueue_credential: collections.abc.Callable[[Key], None],
+        write_failures_before_report: int = 3,
     ) -> None:
         self._api = api
         self._cache = cache
         self._enqueue_credential = enqueue_credential
         """Queues a mirror for its own reconcile after it is created or its spec reverted here."""
+        self._write_failures_before_report = write_failures_before_report
+        self._write_failures: dict[Key, int] = {}
+        """Consecutive failed reconciles per source Credential because a write was refused."""
         self._lock = threading.Lock()
         self._target_states: dict[Key, collections.Counter[str]] = {}
         """Share key → count of its target namespaces by state, for the share metric."""
@@ -61,7 +65,14 @@ class ShareReconciler:
         plan = sharing.plan_source_shares(
             namespace, name, source, [share.as_object() for share in shares], namespaces, mirrors
         )
-        failed = self._apply_mirrors(plan)
+        try:
+            failed = self._apply_mirrors(plan)
+        except errors.ApiError as error:
+            if not (error.conflict or error.namespace_terminating):
+                self._report_write_failure(source_key, shares, plan, error)
+            raise
+        with self._lock:
+            self._write_failures.pop(source_key, None)
         statuses = sharing.mark_failed(plan.share_statuses, failed)
         for share in shares:
             self._write_share_status(share, statuses[share.name])
@@ -72,6 +83,28 @@ class ShareReconciler:
         if source_view is not None:
             shared_with = [target for target in plan.shared_with if target not in failed]
             self._write_shared_with(source_view, shared_with)
+
+    def _report_write_failure(
+        self, source: Key, shares: list[views.ShareView], plan: sharing.SharePlan, error: errors.ApiError
+    ) -> None:
+        """After several refused writes in a row, the shares of `source` say so (Ready=False, WriteFailed)."""
+        with self._lock:
+            count = self._write_failures.get(source, 0) + 1
+            self._write_failures[source] = count
+        if count < self._write_failures_before_report:
+            return
+        message = (
+            f"{error}; the operator keeps retrying with backoff: check the operator log, its RBAC and the "
+            "admission webhooks and policies of the target namespaces"
+        )
+        statuses = sharing.mark_write_failed(plan.share_statuses, message)
+        for share in shares:
+            try:
+                self._write_share_status(share, statuses[share.name])
+            except errors.ApiError as status_error:
+                logger.warning(
+                    "could not report the failed write on CredentialShare %s/%s: %s", *share.key, status_error
+                )
 
     def forget_share(self, key: Key) -> None:
         with self._lock:
