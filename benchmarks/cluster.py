@@ -24,6 +24,7 @@ import collections
 import concurrent.futures
 import contextlib
 import math
+import os
 import pathlib
 import secrets
 import shutil
@@ -124,6 +125,12 @@ def rss_bytes(pid: int) -> int:
 def peak_rss_bytes(pid: int) -> int:
     """The highest resident set size process `pid` has had (VmHWM)."""
     return _proc_status_bytes(pid, "VmHWM")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process `pid` has used so far (from /proc/<pid>/stat)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(samples: Iterable[float], fraction: float) -> float:
@@ -467,6 +474,8 @@ class Scenario:
         created_at: dict[str, float] = {}
         progress(f"N={self.count}: creating {self.count} openAIApi Credentials from {CLIENT_THREADS} threads")
         profiler = self._profile("create")
+        operator_pid = self._operator().popen.pid
+        cpu_before = cpu_seconds(operator_pid)
 
         def create(name: str) -> None:
             created_at[name] = time.monotonic()
@@ -497,10 +506,14 @@ class Scenario:
                 f"last watch error: {watch_.last_error})"
             )
         finished = max(watch_.ready_at.values())
+        operator_cpu = cpu_seconds(operator_pid) - cpu_before
         frames = self._report_profile(profiler, "create")
         elapsed = finished - started
         latencies = [watch_.ready_at[name] - created_at[name] for name in names_]
-        progress(f"N={self.count}: all {self.count} Ready after {elapsed:.1f}s ({self.count / elapsed:.0f}/s)")
+        progress(
+            f"N={self.count}: all {self.count} Ready after {elapsed:.1f}s ({self.count / elapsed:.0f}/s); "
+            f"operator CPU {1000 * operator_cpu / self.count:.1f} ms per Credential"
+        )
         pid = self._operator().popen.pid
         ready_rss, peak_rss = rss_bytes(pid), peak_rss_bytes(pid)
         time.sleep(_settle_seconds(self.options))
@@ -532,6 +545,7 @@ class Scenario:
                         "seconds_to_all_ready": elapsed,
                         "seconds_creating": created - started,
                         "seconds_after_last_create": finished - created,
+                        "operator_cpu_ms_per_credential": 1000 * operator_cpu / self.count,
                         "profile_top_frames": frames,
                     },
                 )
@@ -635,6 +649,7 @@ class Scenario:
         started = time.monotonic()
         process = self.start_operator()
         profiler = self._profile("restart")
+        restart_cpu_before = cpu_seconds(process.popen.pid)
         timeout = 120.0 + self.count * 0.2
         deadline = time.monotonic() + timeout
         verified = 0.0
@@ -645,6 +660,7 @@ class Scenario:
                 break
             time.sleep(0.25)
         resynced = time.monotonic() - started
+        restart_cpu = cpu_seconds(process.popen.pid) - restart_cpu_before
         frames = self._report_profile(profiler, "restart")
         time.sleep(_settle_seconds(self.options))
         self._operator()
@@ -683,7 +699,11 @@ class Scenario:
                 baseline_name="target (not measured)",
                 baseline_value=60.0,
                 note=note,
-                details={"reconciles": verified, "profile_top_frames": frames},
+                details={
+                    "reconciles": verified,
+                    "operator_cpu_ms_per_credential": 1000 * restart_cpu / self.count,
+                    "profile_top_frames": frames,
+                },
             )
         )
 

@@ -8,6 +8,7 @@ Plain dicts keep the rest of credbridge independent of the client library's mode
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from kubernetes import client
@@ -70,6 +71,61 @@ def _items(action: str, call: Any, *args: Any, **kwargs: Any) -> list[Json]:
     with errors.translated(action):
         items: list[Json] = _json(call(*args, _preload_content=False, **kwargs)).get("items", [])
     return items
+
+
+PAGE_SIZE = 500
+"""Objects per request when listing in pages: bounds the memory a large list needs at once."""
+
+
+def _pages(action: str, call: Any, *args: Any, **kwargs: Any) -> Iterator[list[Json]]:
+    """Lists in pages of PAGE_SIZE, following the continue token; yields each page's items."""
+    token = ""
+    while True:
+        page_args = {"limit": PAGE_SIZE, **kwargs, **({"_continue": token} if token else {})}
+        with errors.translated(action):
+            page = _json(call(*args, _preload_content=False, **page_args))
+        yield list(page.get("items") or [])
+        token = str((page.get("metadata") or {}).get("continue") or "")
+        if not token:
+            return
+
+
+def iter_credentials(api: client.ApiClient, namespace: str | None = None) -> Iterator[list[Json]]:
+    """Credentials in `namespace` (None: every namespace), a page at a time."""
+    objects = client.CustomObjectsApi(api)
+    if namespace is None:
+        return _pages(
+            "list Credentials in all namespaces",
+            objects.list_cluster_custom_object,
+            names.GROUP,
+            names.VERSION,
+            names.CREDENTIAL_PLURAL,
+        )
+    return _pages(
+        f"list Credentials in namespace {namespace}",
+        objects.list_namespaced_custom_object,
+        names.GROUP,
+        names.VERSION,
+        namespace,
+        names.CREDENTIAL_PLURAL,
+    )
+
+
+def iter_managed_secrets(api: client.ApiClient, namespace: str | None = None) -> Iterator[list[Json]]:
+    """Secrets labelled as managed by credbridge in `namespace` (None: every namespace), a page at a time."""
+    core = client.CoreV1Api(api)
+    if namespace is None:
+        return _pages(
+            "list managed Secrets in all namespaces",
+            core.list_secret_for_all_namespaces,
+            label_selector=names.MANAGED_SELECTOR,
+        )
+    return _pages(
+        f"list managed Secrets in namespace {namespace}",
+        core.list_namespaced_secret,
+        namespace,
+        label_selector=names.MANAGED_SELECTOR,
+    )
 
 
 def list_credentials(

@@ -74,6 +74,26 @@ class Controller:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
+    def prime(self) -> int:
+        """Fills the cache with every Credential and managed Secret before reconciling starts; returns the count.
+
+        Reconciles then start from a complete view: duplicate ids are judged against every
+        Credential with the id, and each managed Secret is compared from the cache (no create
+        that fails because the Secret is merely not seen yet). kopf's own first events repeat
+        these versions and trigger nothing; every Credential is queued here instead, once.
+        """
+        for namespace in self.settings.watch.namespaces or (None,):
+            for page in fetching.iter_managed_secrets(self.api, namespace):
+                for secret in page:
+                    self.cache.put_secret(views.SecretView.from_object(secret))
+            for page in fetching.iter_credentials(self.api, namespace):
+                for credential in page:
+                    self.cache.put_credential(views.CredentialView.from_object(credential))
+        keys = self.cache.credential_keys()
+        for key in keys:
+            self.queue.add(key)
+        return len(keys)
+
     def start(self) -> None:
         """Starts the reconcile workers, the Secret metadata watch and the periodic verification."""
         self.queue.start()

@@ -162,6 +162,11 @@ def run(settings: settings_module.OperatorSettings) -> int:
         return EXIT_KEYRING
 
     controller = controller_module.Controller(api, settings, ring, load_types(api))
+    if settings.peering is None:
+        # A standby replica (peering) must not act before kopf makes it the active one, so only a
+        # standalone operator primes its cache and verifies everything at once; with peering,
+        # kopf's first events of the active replica queue the work.
+        logger.info("verifying %d existing Credentials", controller.prime())
     controller.start()
     stop_watching = threading.Event()
     keyrings.watch_changes(api, namespace, settings.keyring.secret_name, controller.keyring_changed, stop_watching)
