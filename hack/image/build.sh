@@ -60,11 +60,13 @@ install_packages() {
   mkdir -p "$cache"
   local log=$cache/apt-get.log
   echo "image: installing $* with apt-get (log: $log)"
-  if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >"$log" 2>&1 ||
+  # The package lists are read once per run, even when a second package turns out to be needed.
+  if { [[ -z ${apt_updated:-} ]] && ! as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >"$log" 2>&1; } ||
     ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >>"$log" 2>&1; then
     tail -n 15 "$log" >&2
     fail "apt-get could not install $* (see above): install them by hand, then run make image again"
   fi
+  apt_updated=1
 }
 
 choose_builder() {

@@ -147,6 +147,17 @@ def test_container_runs_the_image_entrypoint_with_the_run_command(helm: pathlib.
     assert all(arg.startswith("--") for arg in container["args"][1:])
 
 
+def test_pod_runs_as_the_image_user(helm: pathlib.Path) -> None:
+    """The chart's runAsUser/runAsGroup are the Dockerfile's numeric USER: files the image owns and
+    the ids the kubelet enforces agree."""
+    (user,) = [line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("USER ")]
+    uid, gid = (int(part) for part in user.split(":"))
+    pod = find(render(helm), "Deployment")["spec"]["template"]["spec"]
+    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (uid, gid)
+    assert pod["securityContext"]["runAsNonRoot"] is True and uid != 0
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
 def test_image_reference_defaults_to_the_app_version(helm: pathlib.Path) -> None:
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     container = operator_container(render(helm))

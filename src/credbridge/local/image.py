@@ -200,12 +200,12 @@ def _resolve_in_container(container: str, paths: Sequence[str]) -> dict[str, str
         raise ImageError(f"buildah mount {container} failed: {mounted.stderr.strip()}")
     rootfs = pathlib.Path(mounted.stdout.strip())
     try:
-        return {path: _resolve(rootfs, path) for path in paths}
+        return {path: resolve_in_rootfs(rootfs, path) for path in paths}
     finally:
         subprocess.run(["buildah", "umount", container], capture_output=True, check=False)
 
 
-def _resolve(rootfs: pathlib.Path, path: str) -> str:
+def resolve_in_rootfs(rootfs: pathlib.Path, path: str) -> str:
     """`path` with the symlinks of the tree at `rootfs` resolved, as if `rootfs` were `/`."""
     pending = list(pathlib.PurePosixPath(path).parts[1:])
     resolved: list[str] = []

@@ -6,6 +6,11 @@ flags the Deployment would pass and a kubeconfig holding a token of the installe
 the API server then authorizes every request the operator makes with the shipped ClusterRole, so a
 missing RBAC rule fails a test instead of a production install. The webhook configuration points at
 that local process (`webhook.url`, or a patched clientConfig for the static manifest).
+
+The image test runs the operator from the image instead, in a container given what the chart's Pod
+would get: the Deployment's args, in-cluster configuration (the ServiceAccount token, cluster CA and
+namespace as files, KUBERNETES_SERVICE_HOST/PORT) and the webhook certificate where the chart
+mounts it.
 """
 
 from __future__ import annotations
