@@ -212,7 +212,6 @@ if image_id "$ref" >/dev/null; then
 fi
 
 echo "image: building $ref with $builder from $base_ref"
-labels=(--label "io.credbridge.checkout=$repo")
 # pip in the build trusts what this machine trusts (a TLS-inspecting proxy's CA, say): the bundle is
 # a build secret, mounted for the pip step only, never stored in a layer.
 secrets=()
@@ -224,22 +223,23 @@ for bundle in "${PIP_CERT:-}" "${SSL_CERT_FILE:-}" "${REQUESTS_CA_BUNDLE:-}" /et
 done
 case $builder in
 buildah)
-  buildah bud --layers --build-arg "BASE_IMAGE=$base_ref" "${labels[@]}" "${secrets[@]}" \
+  buildah bud --layers --force-rm --build-arg "BASE_IMAGE=$base_ref" "${secrets[@]}" \
     --tag "$ref" --tag "$repository:$version" --file "$repo/Dockerfile" "$repo"
   ;;
 docker)
-  docker build --build-arg "BASE_IMAGE=$base_ref" "${labels[@]}" "${secrets[@]}" \
+  docker build --build-arg "BASE_IMAGE=$base_ref" "${secrets[@]}" \
     --tag "$ref" --tag "$repository:$version" --file "$repo/Dockerfile" "$repo"
   ;;
 esac
 
-# Images this checkout built from older sources are replaced by this one (other checkouts' stay).
-case $builder in
-buildah) old=$(buildah images --noheading --format '{{.Name}}:{{.Tag}}' --filter "label=io.credbridge.checkout=$repo") ;;
-docker) old=$(docker images --format '{{.Repository}}:{{.Tag}}' --filter "label=io.credbridge.checkout=$repo") ;;
-esac
-for name in $old; do
-  [[ $name == "$ref" || $name == "$repository:$version" || $name == *"<none>"* ]] || "$builder" rmi "$name" >/dev/null 2>&1 || true
-done
+# The image this checkout built before, from older sources, is replaced by this one (other
+# checkouts' images stay). Which one that was is kept in the cache, not in the image.
+mkdir -p "$cache/checkouts"
+last=$cache/checkouts/$(echo "$repo" | sha256sum | cut -c1-16)
+if [[ -f $last ]]; then
+  previous=$(cat "$last")
+  [[ $previous == "$ref" ]] || "$builder" rmi "$previous" >/dev/null 2>&1 || true
+fi
+echo "$ref" >"$last"
 
 echo "image: built $ref in $((SECONDS - started))s, size $(image_size "$ref")"
