@@ -154,20 +154,13 @@ resolve_base() {
   [[ ${1:-} == build ]] || fail "no base image present (neither $base_image nor $local_tag): run make image"
   if [[ $base_mode != local ]]; then
     echo "image: pulling $base_image"
-    local log
-    log=$(mktemp)
-    if timeout 600 "$builder" pull "$base_image" >"$log" 2>&1 && id=$(image_id "$base_image"); then
-      rm -f "$log"
+    if timeout 600 "$builder" pull "$base_image" 2>&1 | sed 's/^/  /' && id=$(image_id "$base_image"); then
       base_ref=$base_image base_id=$id
       return
     fi
-    if [[ $base_mode == pull ]]; then
-      tail -n 5 "$log" >&2
+    [[ $base_mode != pull ]] ||
       fail "cannot pull $base_image (see above); IMAGE_BASE=auto makes a local Debian base instead"
-    fi
-    echo "image: cannot pull $base_image ($(grep -m1 -io 'error.*' "$log" | cut -c1-160 || echo 'no registry'));" \
-      "making a local Debian base instead (IMAGE_BASE=pull insists on $base_image)"
-    rm -f "$log"
+    echo "image: cannot pull $base_image; making a local Debian base instead (IMAGE_BASE=pull insists on $base_image)"
   fi
   base_ref=$local_tag
   make_local_base "$local_tag"
