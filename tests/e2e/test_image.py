@@ -9,8 +9,9 @@ the image's entrypoint runs with the Deployment's own args, in a container on th
   token, the cluster CA and the namespace mounted at /var/run/secrets/kubernetes.io/serviceaccount;
 - POD_NAMESPACE, the webhook certificate from the chart's Secret at the path the chart mounts it,
   and a writable /tmp (the chart's emptyDir);
-- the chart's securityContext: the image's numeric non-root user, no capabilities, a read-only root
-  filesystem; and no shell (they are hidden), since the image must not need one.
+- the chart's securityContext: the image's numeric non-root user, no capabilities, no privilege
+  escalation, a read-only root filesystem; and no shell (they are hidden), since the image must not
+  need one. Not reproduced: seccomp and resource limits (see credbridge.local.image).
 
 The examples then reach their documented states, with every API request authorized by the chart's
 ClusterRole.
@@ -55,7 +56,8 @@ def test_operator_from_the_image_runs_the_examples_under_the_chart(
 ) -> None:
     """The image's operator, as the chart's ServiceAccount, makes the examples Ready; stops on SIGTERM.
 
-    While it runs, /proc shows the image's user and group, no capabilities and a read-only root.
+    While it runs, /proc shows the image's user and group, no capabilities, no_new_privs and a
+    read-only root.
     """
     plane = control_plane
     namespace = namespaces.create("cb-image")
@@ -101,6 +103,7 @@ def test_operator_from_the_image_runs_the_examples_under_the_chart(
             assert set(who.gids) == {operator_image.gid}, f"the operator runs as gids {who.gids}"
             assert who.groups == (), f"the operator has supplementary groups {who.groups}"
             assert who.effective_capabilities == 0, f"the operator holds capabilities {who.effective_capabilities:#x}"
+            assert who.no_new_privs, "the operator could gain privileges (no_new_privs is not set)"
             assert "ro" in who.root_options, f"the root filesystem is mounted {sorted(who.root_options)}"
 
             wait_for(

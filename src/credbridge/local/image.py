@@ -10,9 +10,10 @@ chroot isolation applies the image's environment and working directory, but not 
 kubelet would: it starts the command as root. A small launcher (`_LAUNCHER`, run by the image's own
 python3) does the rest before it execs the image's entrypoint, as a container runtime would: it
 remounts the root filesystem read-only (`readOnlyRootFilesystem`), hides the shells (the image must
-not need one), switches to the image's numeric user and group, which drops every capability, and
-sets the container's environment, read from a mounted file so that no value shows in a process
-list.
+not need one), sets no_new_privs (`allowPrivilegeEscalation: false`), switches to the image's
+numeric user and group, which drops every capability, and sets the container's environment, read
+from a mounted file so that no value shows in a process list. Not reproduced: seccomp, cgroup
+limits, and PID and network namespaces (the container shares the host's, by design here).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ for shell in sorted({os.path.realpath(path) for path in launch["hide"] if os.pat
     mount("/dev/null", shell, MS_BIND)
 if launch["read_only_root"]:
     mount("none", "/", MS_REMOUNT | MS_BIND | MS_RDONLY)
+PR_SET_NO_NEW_PRIVS = 38
+if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
 os.setgroups([])
 os.setgid(launch["gid"])
 os.setuid(launch["uid"])
@@ -165,6 +169,8 @@ class ProcessIdentity:
     """Supplementary groups."""
     effective_capabilities: int
     """CapEff as a bit mask; 0 when the process holds no capability."""
+    no_new_privs: bool
+    """Whether the process (and what it execs) can never gain privileges (setuid, file capabilities)."""
     root_options: frozenset[str]
     """Mount options of the root filesystem as the process sees it (`ro` when read-only)."""
 
@@ -185,6 +191,7 @@ def identity(pid: int) -> ProcessIdentity:
         gids=tuple(int(value) for value in fields["Gid"].split()),
         groups=tuple(int(value) for value in fields["Groups"].split()),
         effective_capabilities=int(fields["CapEff"], 16),
+        no_new_privs=fields["NoNewPrivs"].strip() == "1",
         root_options=frozenset(root[5].split(",")),
     )
 
