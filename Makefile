@@ -1,6 +1,7 @@
 # credbridge developer entry points. `make demo` and `make test` install everything they need:
-# a virtualenv in .venv with the package and its dev tools, and the local control plane binaries
-# built from Go modules into ~/.cache/credbridge/bin (first build: 15-30 minutes on 2 cores).
+# a virtualenv in .venv with the package and its dev tools, the local control plane binaries
+# built from Go modules into ~/.cache/credbridge/bin (first build: 15-30 minutes on 2 cores), and
+# (`make test`) the operator image, built with buildah, which apt-get installs when missing.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -11,10 +12,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv controlplane lint test test-unit test-integration test-e2e demo demo-down bench manifests clean
+.PHONY: help venv controlplane image lint test test-unit test-integration test-e2e demo demo-down bench manifests clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@echo "==> installing credbridge and its dev tools into $(VENV)"
@@ -28,6 +29,9 @@ venv: $(STAMP) ## Create .venv with credbridge and the dev tools
 controlplane: ## Build etcd, kube-apiserver, kube-controller-manager, kubectl and helm (cached)
 	@hack/controlplane/build.sh
 
+image: ## Build the operator image with buildah, no Docker daemon needed (cached; see docs/image.md)
+	@hack/image/build.sh
+
 lint: venv ## ruff, mypy --strict and the import-layer contracts
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
@@ -39,10 +43,10 @@ test-unit: venv controlplane ## Unit tests (no cluster; the chart tests need the
 test-integration: venv controlplane ## Operator tests on the local control plane
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-test-e2e: venv controlplane ## kubectl/helm install tests on the local control plane
+test-e2e: venv controlplane image ## kubectl/helm install and operator-image tests on the local control plane
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
-test: venv controlplane lint ## Every tier: lint, unit, integration, e2e
+test: venv controlplane image lint ## Every tier: lint, unit, integration, e2e (with the image)
 	$(BIN)/python -m pytest tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 
 demo: venv controlplane ## Start the local control plane and the operator, apply examples/, show them

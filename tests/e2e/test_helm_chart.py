@@ -28,7 +28,7 @@ import pytest
 
 from credbridge.local import controlplane, operator
 from credbridge.testing import e2e
-from credbridge.testing.fixtures import TEST_LABEL, AuditLog, Namespaces, kubectl_run, unique_name, wait_for
+from credbridge.testing.fixtures import TEST_LABEL, AuditLog, Namespaces, kubectl_run, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -63,38 +63,16 @@ def helm_release(
     is never left calling a webhook nobody serves.
     """
     namespace = namespaces.create("cb-e2e")
-    name = unique_name("credbridge-e2e")
     port = controlplane.free_port()
-    e2e.helm(
-        control_plane,
-        "install",
-        name,
-        str(e2e.CHART_DIR),
-        "--namespace",
-        namespace,
-        "--set",
-        "replicaCount=0",
-        "--set",
-        f"webhook.url=https://127.0.0.1:{port}",
-    )
+    chart = e2e.install_chart(control_plane, namespace, port)
     try:
-        manifests = e2e.load_manifests(e2e.helm(control_plane, "get", "manifest", name, "-n", namespace).stdout)
-        (service_account,) = (obj["metadata"]["name"] for obj in manifests if obj["kind"] == "ServiceAccount")
-        (cert_secret,) = (
-            obj["metadata"]["name"]
-            for obj in manifests
-            if obj["kind"] == "Secret" and obj.get("type") == "kubernetes.io/tls"
-        )
-        (webhook_configuration,) = (
-            obj["metadata"]["name"] for obj in manifests if obj["kind"] == "ValidatingWebhookConfiguration"
-        )
-        certfile, keyfile = e2e.write_tls_secret(control_plane, namespace, cert_secret, tmp_path / "webhook-cert")
+        certfile, keyfile = e2e.write_tls_secret(control_plane, namespace, chart.cert_secret, tmp_path / "webhook-cert")
         kubeconfig = e2e.service_account_kubeconfig(
-            control_plane, namespace, service_account, tmp_path / "operator.kubeconfig"
+            control_plane, namespace, chart.service_account, tmp_path / "operator.kubeconfig"
         )
         openai_key = f"sk-e2e-canary-{uuid.uuid4().hex}"
         process = run_operator(
-            *e2e.local_operator_args(manifests, port, certfile, keyfile, namespace),
+            *e2e.local_operator_args(chart.manifests, port, certfile, keyfile, namespace),
             kubeconfig=kubeconfig,
             env={"CRED_DEMO_OPENAI_API_KEY": openai_key},
         )
@@ -104,22 +82,16 @@ def helm_release(
             message="the API server to reach the operator's webhook at the chart's webhook.url",
         )
         yield Release(
-            name=name,
+            name=chart.name,
             namespace=namespace,
-            service_account_user=f"system:serviceaccount:{namespace}:{service_account}",
-            webhook_configuration=webhook_configuration,
-            cert_secret=cert_secret,
+            service_account_user=chart.service_account_user,
+            webhook_configuration=chart.webhook_configuration,
+            cert_secret=chart.cert_secret,
             operator=process,
             openai_key=openai_key,
         )
     finally:
-        e2e.helm(control_plane, "uninstall", name, "-n", namespace, "--wait", check=False)
-
-
-def credential_rows(plane: controlplane.ControlPlane, namespaces: set[str]) -> dict[tuple[str, str], dict[str, str]]:
-    """`kubectl get credentials -A`, as a user reads it, keyed by (namespace, name)."""
-    output = plane.kubectl("get", "credentials", "-A")
-    return {(row["NAMESPACE"], row["NAME"]): row for row in e2e.table(output) if row["NAMESPACE"] in namespaces}
+        e2e.helm(control_plane, "uninstall", chart.name, "-n", namespace, "--wait", check=False)
 
 
 def test_helm_install_runs_the_operator_under_the_chart_rbac(
@@ -139,24 +111,8 @@ def test_helm_install_runs_the_operator_under_the_chart_rbac(
     dry_run = kubectl_run(plane, "apply", "--server-side", "--dry-run=server", "-f", "-", input=crds)
     assert dry_run.returncode == 0, f"the chart's CRDs are not accepted by the API server:\n{dry_run.stderr}"
 
-    team_a, team_b = unique_name("team-a"), unique_name("team-b")
-    namespaces.created += [team_a, team_b]
-    manifests = e2e.examples({"team-a": team_a, "team-b": team_b}, TEST_LABEL)
-    applied = kubectl_run(plane, "apply", "-f", "-", input=manifests)
-    assert applied.returncode == 0, f"kubectl apply of examples/ failed:\n{applied.stderr}"
-
-    mirror = f"{team_a}.production-openai"
-    expected = {
-        (team_a, "production-openai"): ("True", "Encrypted"),
-        (team_a, "orders-postgres"): ("True", "Encrypted"),
-        (team_a, "staging-anthropic"): ("False", "EnvReferenceMissing"),
-        (team_b, mirror): ("True", "Encrypted"),
-    }
-
-    def settled() -> dict[tuple[str, str], dict[str, str]] | None:
-        rows = credential_rows(plane, {team_a, team_b})
-        states = {key: (row.get("READY"), row.get("REASON")) for key, row in rows.items()}
-        return rows if all(states.get(key) == state for key, state in expected.items()) else None
+    examples = e2e.apply_examples(plane, namespaces)
+    team_a, team_b, expected = examples.team_a, examples.team_b, examples.expected
 
     def explain() -> str:
         problems = e2e.rbac_problems(helm_release.operator.logs(), audit.events(), helm_release.service_account_user)
@@ -169,11 +125,14 @@ def test_helm_install_runs_the_operator_under_the_chart_rbac(
         )
 
     e2e.wait_or_explain(
-        settled, timeout=40, message="the example Credentials to reach their documented states", explain=explain
+        lambda: e2e.examples_settled(plane, expected),
+        timeout=40,
+        message="the example Credentials to reach their documented states",
+        explain=explain,
     )
-    rows = credential_rows(plane, {team_a, team_b})
+    rows = e2e.credential_rows(plane, {team_a, team_b})
     assert set(rows) == set(expected), plane.kubectl("get", "credentials", "-A")
-    assert rows[(team_b, mirror)]["SHARED"] == "true"
+    assert rows[examples.mirror]["SHARED"] == "true"
     assert rows[(team_a, "production-openai")]["DISPLAY NAME"] == "Production OpenAI"
 
     log = helm_release.operator.logs()
@@ -218,7 +177,7 @@ def test_helm_install_runs_the_operator_under_the_chart_rbac(
     assert gone.returncode != 0 and "NotFound" in gone.stderr
     crds_left = kubectl_run(plane, "get", "crd", *CRDS)
     assert crds_left.returncode == 0, f"helm uninstall removed CRDs:\n{crds_left.stderr}"
-    assert set(credential_rows(plane, {team_a, team_b})) == set(expected)
+    assert set(e2e.credential_rows(plane, {team_a, team_b})) == set(expected)
     keyring = kubectl_run(plane, "get", "secret", "credbridge-keyring", "-n", helm_release.namespace)
     assert keyring.returncode == 0, "helm uninstall deleted the keyring Secret"
 

@@ -134,6 +134,60 @@ def test_default_args_watch_all_namespaces_and_use_the_mounted_certificate(helm:
     assert secret_volumes == [find(objects, "Secret")["metadata"]["name"]]
 
 
+def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(find(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_container_runs_the_image_entrypoint_with_the_run_command(helm: pathlib.Path) -> None:
+    """The image's entrypoint is `credbridge` (init containers run its client commands from the same
+    image); the Deployment leaves `command` alone and passes `run` first."""
+    container = operator_container(render(helm))
+    assert "command" not in container
+    assert container["args"][0] == "run"
+    assert all(arg.startswith("--") for arg in container["args"][1:])
+
+
+def test_pod_runs_as_the_image_user(helm: pathlib.Path) -> None:
+    """The chart's runAsUser/runAsGroup are the Dockerfile's numeric USER: files the image owns and
+    the ids the kubelet enforces agree."""
+    (user,) = [line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("USER ")]
+    uid, gid = (int(part) for part in user.split(":"))
+    pod = find(render(helm), "Deployment")["spec"]["template"]["spec"]
+    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (uid, gid)
+    assert pod["securityContext"]["runAsNonRoot"] is True and uid != 0
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_image_reference_defaults_to_the_app_version(helm: pathlib.Path) -> None:
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    container = operator_container(render(helm))
+    assert container["image"] == f"ghcr.io/credbridge/credbridge:{app_version}"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize(
+    ("values", "reference"),
+    [
+        ({"repository": "registry.example.com/platform/credbridge"}, "registry.example.com/platform/credbridge:0.1.0"),
+        (
+            {"repository": "registry.example.com/credbridge", "tag": "0.1.0-rc1"},
+            "registry.example.com/credbridge:0.1.0-rc1",
+        ),
+        ({"digest": DIGEST}, f"ghcr.io/credbridge/credbridge@{DIGEST}"),
+        ({"tag": "0.1.0-rc1", "digest": DIGEST}, f"ghcr.io/credbridge/credbridge@{DIGEST}"),
+    ],
+    ids=["repository", "repository-and-tag", "digest", "digest-wins-over-tag"],
+)
+def test_image_values_make_the_reference(
+    helm: pathlib.Path, tmp_path: pathlib.Path, values: dict[str, str], reference: str
+) -> None:
+    container = operator_container(render(helm, *values_file(tmp_path, {"image": values})))
+    assert container["image"] == reference
+
+
 def operator_role(objects: list[dict[str, Any]]) -> dict[str, Any]:
     """The ClusterRole the operator's ClusterRoleBinding grants."""
     binding = find(objects, "ClusterRoleBinding")
@@ -189,6 +243,10 @@ def test_peering_rules_only_with_peering(helm: pathlib.Path) -> None:
         ("--set", "logFormat=xml"),
         ("--set", "webhook.failurePolicy=fail"),
         ("--set", "webhook.enabeld=false"),
+        ("--set", "image.digest=0123456789abcdef"),
+        ("--set", "image.digest=sha256:XYZ"),
+        ("--set", "image.repository="),
+        ("--set", "image.pullPolicy=always"),
     ],
     ids=[
         "unknown-top-level-key",
@@ -196,6 +254,10 @@ def test_peering_rules_only_with_peering(helm: pathlib.Path) -> None:
         "bad-logFormat",
         "bad-failurePolicy",
         "unknown-webhook-key",
+        "digest-without-algorithm",
+        "digest-not-hex",
+        "empty-repository",
+        "bad-pullPolicy",
     ],
 )
 def test_schema_rejects_typos_and_bad_enum_values(helm: pathlib.Path, args: tuple[str, ...]) -> None:

@@ -360,18 +360,34 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
-def _spawn(name: str, workdir: pathlib.Path, argv: Sequence[str], die_with_parent: bool) -> _Process:
-    log = workdir / f"{name}.log"
+def start_logged(
+    argv: Sequence[str],
+    log: pathlib.Path,
+    *,
+    env: typing.Mapping[str, str] | None = None,
+    die_with_parent: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start `argv` in a session of its own, its stdout and stderr appended to `log`.
+
+    With `die_with_parent`, Linux sends it SIGTERM when this process dies, so a killed test run
+    leaves no server behind.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as handle:
-        popen = subprocess.Popen(
+        return subprocess.Popen(
             argv,
             stdout=handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=env,
             start_new_session=True,
             preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
         )
-    return _Process(name, popen, log)
+
+
+def _spawn(name: str, workdir: pathlib.Path, argv: Sequence[str], die_with_parent: bool) -> _Process:
+    log = workdir / f"{name}.log"
+    return _Process(name, start_logged(argv, log, die_with_parent=die_with_parent), log)
 
 
 def _terminate(popen: subprocess.Popen[bytes], grace: float = 10.0) -> None:

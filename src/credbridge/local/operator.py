@@ -81,17 +81,7 @@ def start(
         *(["--webhook-port", str(webhook)] if "--webhook-port" not in args else []),
         *args,
     ]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as handle:
-        popen = subprocess.Popen(
-            argv,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=environment,
-            start_new_session=True,
-            preexec_fn=controlplane._die_with_parent if die_with_parent else None,  # noqa: PLW1509
-        )
+    popen = controlplane.start_logged(argv, log, env=environment, die_with_parent=die_with_parent)
     process = OperatorProcess(popen, log, health, metrics, webhook)
     if wait_ready:
         wait_until_ready(process, ready_timeout)

@@ -6,16 +6,24 @@ flags the Deployment would pass and a kubeconfig holding a token of the installe
 the API server then authorizes every request the operator makes with the shipped ClusterRole, so a
 missing RBAC rule fails a test instead of a production install. The webhook configuration points at
 that local process (`webhook.url`, or a patched clientConfig for the static manifest).
+
+The image test runs the operator from the image instead, in a container given what the chart's Pod
+would get: the Deployment's args, in-cluster configuration (the ServiceAccount token, cluster CA and
+namespace as files, KUBERNETES_SERVICE_HOST/PORT) and the webhook certificate where the chart
+mounts it.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import os
 import pathlib
 import re
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,7 +39,8 @@ EXAMPLES_DIR = controlplane.REPO_ROOT / "examples"
 
 # Flags whose values only make sense inside the Pod (container ports, mounted certificate files):
 # the local process gets its own free ports and the certificate written to local files instead.
-POD_ONLY_FLAGS = ("--health-port", "--metrics-port", "--webhook-port", "--webhook-certfile", "--webhook-pkeyfile")
+PORT_FLAGS = ("--health-port", "--metrics-port", "--webhook-port")
+POD_ONLY_FLAGS = (*PORT_FLAGS, "--webhook-certfile", "--webhook-pkeyfile")
 
 
 def helm_binary(plane: controlplane.ControlPlane) -> pathlib.Path:
@@ -61,6 +70,17 @@ def kubectl_json(plane: controlplane.ControlPlane, *args: str) -> Any:
     return json.loads(plane.kubectl(*args, "-o", "json"))
 
 
+def service_account_token(plane: controlplane.ControlPlane, namespace: str, service_account: str) -> str:
+    """A TokenRequest token of `namespace/service_account`, valid for an hour (what a Pod is given)."""
+    return plane.kubectl("create", "token", service_account, "-n", namespace, "--duration", "1h").strip()
+
+
+def admin_cluster(plane: controlplane.ControlPlane) -> dict[str, Any]:
+    """The cluster entry (server URL, CA data) of the admin kubeconfig, with the CA inlined."""
+    admin = kubectl_json(plane, "config", "view", "--minify", "--flatten")
+    return dict(admin["clusters"][0]["cluster"])
+
+
 def service_account_kubeconfig(
     plane: controlplane.ControlPlane, namespace: str, service_account: str, path: pathlib.Path
 ) -> pathlib.Path:
@@ -69,9 +89,8 @@ def service_account_kubeconfig(
     The cluster entry (server, CA) comes from the admin kubeconfig, so this works on the local control
     plane and on an existing cluster alike; only the identity differs.
     """
-    token = plane.kubectl("create", "token", service_account, "-n", namespace, "--duration", "1h").strip()
-    admin = kubectl_json(plane, "config", "view", "--minify", "--flatten")
-    cluster = admin["clusters"][0]["cluster"]
+    token = service_account_token(plane, namespace, service_account)
+    cluster = admin_cluster(plane)
     user = f"system:serviceaccount:{namespace}:{service_account}"
     config = {
         "apiVersion": "v1",
@@ -87,6 +106,42 @@ def service_account_kubeconfig(
     return path
 
 
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+"""Where a Pod finds its ServiceAccount token, the cluster CA and its namespace (in-cluster config)."""
+
+
+def service_account_volume(
+    plane: controlplane.ControlPlane, namespace: str, service_account: str, directory: pathlib.Path, gid: int
+) -> pathlib.Path:
+    """Write the files of a Pod's kube-api-access volume (token, ca.crt, namespace) into `directory`.
+
+    Mounted at SERVICE_ACCOUNT_DIR, they give a container the in-cluster configuration a Pod of
+    `service_account` gets; the files are readable by group `gid`, as the pod's fsGroup makes them.
+    """
+    cluster = admin_cluster(plane)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "token").write_text(service_account_token(plane, namespace, service_account))
+    (directory / "ca.crt").write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+    (directory / "namespace").write_text(namespace)
+    return readable_by_group(directory, gid)
+
+
+def in_cluster_environment(plane: controlplane.ControlPlane) -> dict[str, str]:
+    """KUBERNETES_SERVICE_HOST and _PORT, which a Pod gets for the API server: here its local address."""
+    server = urllib.parse.urlsplit(admin_cluster(plane)["server"])
+    return {"KUBERNETES_SERVICE_HOST": str(server.hostname), "KUBERNETES_SERVICE_PORT": str(server.port or 443)}
+
+
+def readable_by_group(directory: pathlib.Path, gid: int) -> pathlib.Path:
+    """Make `directory` and its files readable (0440) by group `gid` only, as a Pod's fsGroup does."""
+    os.chown(directory, -1, gid)
+    directory.chmod(0o750)
+    for path in directory.iterdir():
+        os.chown(path, -1, gid)
+        path.chmod(0o440)
+    return directory
+
+
 def write_tls_secret(
     plane: controlplane.ControlPlane, namespace: str, name: str, directory: pathlib.Path
 ) -> tuple[pathlib.Path, pathlib.Path]:
@@ -100,13 +155,19 @@ def write_tls_secret(
     return certfile, keyfile
 
 
-def deployment_args(objects: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The operator container's args from rendered manifests, minus the flags that only fit the Pod."""
+def container_args(objects: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The operator container's args from rendered manifests: the command (`run`), then its flags."""
     deployments = [obj for obj in objects if obj.get("kind") == "Deployment"]
     assert len(deployments) == 1, f"expected one Deployment in the manifests, found {len(deployments)}"
     containers = deployments[0]["spec"]["template"]["spec"]["containers"]
     args = [str(arg) for arg in containers[0].get("args", [])]
-    return [arg for arg in args if arg.split("=", 1)[0] not in POD_ONLY_FLAGS]
+    assert args[:1] == ["run"], f"the operator container's args must start with the command `run`: {args}"
+    return args
+
+
+def deployment_args(objects: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The flags of the operator container's `run`, minus the flags that only fit the Pod."""
+    return [arg for arg in container_args(objects)[1:] if arg.split("=", 1)[0] not in POD_ONLY_FLAGS]
 
 
 def load_manifests(text: str) -> list[dict[str, Any]]:
@@ -242,3 +303,122 @@ def local_operator_args(
         "--operator-namespace",
         operator_namespace,
     ]
+
+
+def container_operator_args(
+    manifests: Sequence[Mapping[str, Any]], health_port: int, metrics_port: int, webhook_port: int
+) -> list[str]:
+    """The Deployment's args for the operator in a container on the host's network.
+
+    Everything stays as the chart rendered it, the certificate paths included (the test mounts the
+    certificate there), except the container ports: on the host's network they become free host
+    ports, served on 127.0.0.1 only.
+    """
+    args = [arg for arg in container_args(manifests) if arg.split("=", 1)[0] not in PORT_FLAGS]
+    return [
+        *args,
+        f"--health-port={health_port}",
+        f"--metrics-port={metrics_port}",
+        f"--webhook-port={webhook_port}",
+        "--bind-address=127.0.0.1",
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChartInstall:
+    """A `helm install` of the chart with no operator Pod (replicaCount=0) and its webhook at a local URL."""
+
+    name: str
+    namespace: str
+    manifests: list[dict[str, Any]]
+    service_account: str
+    cert_secret: str
+    """The kubernetes.io/tls Secret holding the webhook's serving certificate (mounted into the Pod)."""
+    webhook_configuration: str
+
+    @property
+    def service_account_user(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+
+def install_chart(plane: controlplane.ControlPlane, namespace: str, webhook_port: int) -> ChartInstall:
+    """`helm install` the chart into `namespace`, its webhook at https://127.0.0.1:`webhook_port`.
+
+    `webhook.url` makes the chart issue its certificate for 127.0.0.1 and point the webhook
+    configuration at that address, where the test serves it. Uninstall with `helm uninstall`.
+    """
+    name = fixtures.unique_name("credbridge-e2e")
+    helm(
+        plane,
+        "install",
+        name,
+        str(CHART_DIR),
+        "--namespace",
+        namespace,
+        "--set",
+        "replicaCount=0",
+        "--set",
+        f"webhook.url=https://127.0.0.1:{webhook_port}",
+    )
+    manifests = load_manifests(helm(plane, "get", "manifest", name, "-n", namespace).stdout)
+    (service_account,) = (obj["metadata"]["name"] for obj in manifests if obj["kind"] == "ServiceAccount")
+    (cert_secret,) = (
+        obj["metadata"]["name"]
+        for obj in manifests
+        if obj["kind"] == "Secret" and obj.get("type") == "kubernetes.io/tls"
+    )
+    (webhook_configuration,) = (
+        obj["metadata"]["name"] for obj in manifests if obj["kind"] == "ValidatingWebhookConfiguration"
+    )
+    return ChartInstall(name, namespace, manifests, service_account, cert_secret, webhook_configuration)
+
+
+def credential_rows(plane: controlplane.ControlPlane, namespaces: set[str]) -> dict[tuple[str, str], dict[str, str]]:
+    """`kubectl get credentials -A`, as a user reads it, keyed by (namespace, name)."""
+    output = plane.kubectl("get", "credentials", "-A")
+    return {(row["NAMESPACE"], row["NAME"]): row for row in table(output) if row["NAMESPACE"] in namespaces}
+
+
+@dataclasses.dataclass(frozen=True)
+class AppliedExamples:
+    """examples/ as applied into two fresh namespaces, and the state each Credential should reach."""
+
+    team_a: str
+    team_b: str
+    expected: dict[tuple[str, str], tuple[str, str]]
+    """(namespace, name) -> (READY, REASON) as `kubectl get credentials` shows them."""
+
+    @property
+    def mirror(self) -> tuple[str, str]:
+        """The mirror of team-a's production-openai in team-b, made by the example CredentialShare."""
+        return (self.team_b, f"{self.team_a}.production-openai")
+
+
+def apply_examples(plane: controlplane.ControlPlane, namespaces: fixtures.Namespaces) -> AppliedExamples:
+    """`kubectl apply` examples/ into two fresh namespaces (deleted with `namespaces`).
+
+    The documented states assume CRED_DEMO_OPENAI_API_KEY is set in the operator's environment and
+    CRED_DEMO_ANTHROPIC_KEY is not.
+    """
+    team_a, team_b = fixtures.unique_name("team-a"), fixtures.unique_name("team-b")
+    namespaces.created += [team_a, team_b]
+    applied = fixtures.kubectl_run(
+        plane, "apply", "-f", "-", input=examples({"team-a": team_a, "team-b": team_b}, fixtures.TEST_LABEL)
+    )
+    assert applied.returncode == 0, f"kubectl apply of examples/ failed:\n{applied.stderr}"
+    expected = {
+        (team_a, "production-openai"): ("True", "Encrypted"),
+        (team_a, "orders-postgres"): ("True", "Encrypted"),
+        (team_a, "staging-anthropic"): ("False", "EnvReferenceMissing"),
+        (team_b, f"{team_a}.production-openai"): ("True", "Encrypted"),
+    }
+    return AppliedExamples(team_a, team_b, expected)
+
+
+def examples_settled(
+    plane: controlplane.ControlPlane, expected: Mapping[tuple[str, str], tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, str]] | None:
+    """The Credential rows once every example is in its documented state, else None."""
+    rows = credential_rows(plane, {namespace for namespace, _ in expected})
+    states = {key: (row.get("READY"), row.get("REASON")) for key, row in rows.items()}
+    return rows if all(states.get(key) == state for key, state in expected.items()) else None
