@@ -61,7 +61,7 @@ BENCH_USER = "credbridge-bench"
 """Identity the benchmark's own requests are made as (impersonated, in group system:masters)."""
 OPERATOR_USER = controlplane.ADMIN_USER
 """Identity of the operator's requests: it runs with the control plane's admin kubeconfig."""
-OPERATOR_NAMESPACE = "credbridge-system"
+OPERATOR_NAMESPACE = names.DEFAULT_OPERATOR_NAMESPACE
 BENCH_NAMESPACE = "bench-credentials"
 BASELINE_NAMESPACE = "bench-baseline"
 UNRELATED_NAMESPACE = "bench-unrelated"

@@ -42,7 +42,8 @@ def test_standby_takes_over_when_the_active_replica_dies(
         "--peering",
         peering,
         "--peering-lifetime",
-        "5",
+        # Long enough that a busy machine's late keepalive does not let the standby take over early.
+        "10",
     ]
     env = {"CRED_HA": "ha-value"}
     active = operator.start(

@@ -212,6 +212,4 @@ def test_indexes_always_equal_a_scan_of_the_cached_views(operations: list[tuple[
             v.name for v in cached if v.credential_id == spec_id
         )
     for secret in ("db", "api", "cache"):
-        assert cache.reading_secret("team-a", secret) == sorted(
-            v.key for v in cached if secret in v.referenced_secrets
-        )
+        assert cache.reading_secret("team-a", secret) == sorted(v.key for v in cached if secret in v.referenced_secrets)

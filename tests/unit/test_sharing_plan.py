@@ -8,7 +8,7 @@ import typing
 
 import pytest
 
-from credbridge.core import names, sharing
+from credbridge.core import names, sharing, views
 
 Json = dict[str, typing.Any]
 MIRROR = "team-a.production-openai"
@@ -56,7 +56,7 @@ def share(
 
 
 def existing_mirror(target: str, **spec_changes: typing.Any) -> Json:
-    mirror = sharing.mirror_object(source(), target)
+    mirror = sharing.mirror_object(views.CredentialView.from_object(source()), target)
     mirror["spec"].update(spec_changes)
     return mirror
 
@@ -69,13 +69,23 @@ def plan(
     *,
     missing_source: bool = False,
 ) -> sharing.SharePlan:
+    return plan_views(None if missing_source else (src or source()), shares, namespaces, mirrors)
+
+
+def plan_views(
+    src: Json | None,
+    shares: collections.abc.Sequence[Json],
+    namespaces: collections.abc.Sequence[Json],
+    mirrors: collections.abc.Sequence[Json],
+) -> sharing.SharePlan:
+    """Plans from objects in their JSON form, read through the views the operator uses."""
     return sharing.plan_source_shares(
         "team-a",
         "production-openai",
-        None if missing_source else (src or source()),
-        shares,
-        namespaces,
-        mirrors,
+        None if src is None else views.CredentialView.from_object(src),
+        [views.ShareView.from_object(item) for item in shares],
+        [views.NamespaceView.from_object(item) for item in namespaces],
+        [views.CredentialView.from_object(item) for item in mirrors],
     )
 
 
@@ -285,9 +295,7 @@ def test_with_no_shares_left_every_mirror_is_deleted() -> None:
     ],
 )
 def test_a_missing_source_fails_every_target_and_deletes_every_mirror(deleted_source: Json | None) -> None:
-    result = sharing.plan_source_shares(
-        "team-a",
-        "production-openai",
+    result = plan_views(
         deleted_source,
         [share(to=["team-b", "team-c"])],
         [namespace("team-b"), namespace("team-c")],
@@ -310,7 +318,7 @@ def test_a_missing_source_fails_every_target_and_deletes_every_mirror(deleted_so
 def test_a_mirror_whose_spec_drifted_is_updated_back() -> None:
     result = plan([share(to=["team-b"])], [namespace("team-b")], [existing_mirror("team-b", displayName="Hacked")])
 
-    assert result.update == [("team-b", MIRROR, sharing.mirror_spec(source()))]
+    assert result.update == [("team-b", MIRROR, sharing.mirror_spec(views.CredentialView.from_object(source())))]
     assert result.update[0][2]["displayName"] == "Production OpenAI"
     assert result.create == []
     assert result.delete == []
@@ -403,7 +411,9 @@ def test_mark_failed_with_nothing_failed_changes_nothing() -> None:
 
 
 def test_a_mirror_carries_no_data_only_where_it_comes_from() -> None:
-    mirror = sharing.mirror_object(source(id="6f1c-stable", valueFrom={"x": {}}), "team-b")
+    mirror = sharing.mirror_object(
+        views.CredentialView.from_object(source(id="6f1c-stable", valueFrom={"x": {}})), "team-b"
+    )
 
     assert mirror["apiVersion"] == "credbridge.io/v1alpha1"
     assert mirror["kind"] == "Credential"
@@ -425,7 +435,7 @@ def test_a_mirror_defaults_its_id_to_the_source_uid_and_its_display_name_to_the_
     bare = source()
     del bare["spec"]["displayName"]
 
-    spec = sharing.mirror_object(bare, "team-b")["spec"]
+    spec = sharing.mirror_object(views.CredentialView.from_object(bare), "team-b")["spec"]
 
     assert spec["id"] == "uid-source"
     assert spec["displayName"] == "production-openai"

@@ -19,12 +19,13 @@ import sys
 import time
 from typing import Any
 
+from credbridge.core import names
 from credbridge.local import controlplane, operator
 
 STATE_DIR = pathlib.Path(".credbridge-dev")
 STATE_FILE = STATE_DIR / "state.json"
 EXAMPLES_DIR = controlplane.REPO_ROOT / "examples"
-OPERATOR_NAMESPACE = "credbridge-system"
+OPERATOR_NAMESPACE = names.DEFAULT_OPERATOR_NAMESPACE
 DEMO_ENV = {
     # A made-up key: the demo shows how a value from the operator's environment ends up encrypted.
     "CRED_DEMO_OPENAI_API_KEY": "sk-demo-0000000000000000000000000000",

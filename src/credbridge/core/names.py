@@ -46,6 +46,8 @@ SECRET_KEY_NAME = "name"
 SECRET_KEY_ID = "id"
 
 DEFAULT_KEYRING_SECRET = "credbridge-keyring"
+DEFAULT_OPERATOR_NAMESPACE = "credbridge-system"
+"""Where the keyring lives when neither --operator-namespace nor $POD_NAMESPACE says otherwise."""
 DEFAULT_ENV_ALLOW = ("CRED_*",)
 
 READY_CONDITION = "Ready"

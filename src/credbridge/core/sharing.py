@@ -12,7 +12,7 @@ import collections.abc
 import dataclasses
 import typing
 
-from credbridge.core import names
+from credbridge.core import names, views
 
 Json = dict[str, typing.Any]
 
@@ -35,10 +35,10 @@ class SharePlan:
     """Namespaces holding a mirror, for the source's status.sharedWith."""
 
 
-def accepts(namespace: collections.abc.Mapping[str, typing.Any], source_namespace: str) -> bool:
+def accepts(namespace: views.NamespaceView, source_namespace: str) -> bool:
     """True when the namespace's accept-shares-from annotation lists `source_namespace` or `*`."""
-    annotations = (namespace.get("metadata") or {}).get("annotations") or {}
-    accepted = {part.strip() for part in str(annotations.get(names.ACCEPT_SHARES_ANNOTATION, "")).split(",")}
+    listed = str(namespace.annotations.get(names.ACCEPT_SHARES_ANNOTATION, ""))
+    accepted = {part.strip() for part in listed.split(",")}
     return "*" in accepted or source_namespace in accepted
 
 
@@ -63,68 +63,55 @@ def selector_matches(
     return True
 
 
-def targets(
-    share: collections.abc.Mapping[str, typing.Any],
-    namespaces: collections.abc.Sequence[collections.abc.Mapping[str, typing.Any]],
-) -> list[str]:
+def targets(share: views.ShareView, namespaces: collections.abc.Iterable[views.NamespaceView]) -> list[str]:
     """Names the share targets: its explicit list plus every namespace its selector matches now."""
-    spec = share.get("spec") or {}
-    wanted = {str(name) for name in spec.get("namespaces") or []}
-    selector = spec.get("namespaceSelector")
-    if selector is not None:
+    wanted = set(share.namespaces)
+    if share.namespace_selector is not None:
         for namespace in namespaces:
-            metadata = namespace.get("metadata") or {}
-            if selector_matches(selector, metadata.get("labels") or {}):
-                wanted.add(str(metadata.get("name")))
+            if selector_matches(share.namespace_selector, namespace.labels):
+                wanted.add(namespace.name)
     return sorted(wanted)
 
 
-def mirror_object(source: collections.abc.Mapping[str, typing.Any], target_namespace: str) -> Json:
+def mirror_object(source: views.CredentialView, target_namespace: str) -> Json:
     """The mirror Credential of `source` in `target_namespace`: no data, only where it comes from."""
-    metadata = source.get("metadata") or {}
-    source_namespace, source_name = str(metadata.get("namespace")), str(metadata.get("name"))
+    name = names.mirror_name(source.namespace, source.name)
     return {
         "apiVersion": names.API_VERSION,
         "kind": names.CREDENTIAL_KIND,
         "metadata": {
-            "name": names.mirror_name(source_namespace, source_name),
+            "name": name,
             "namespace": target_namespace,
-            "labels": {
-                names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE,
-                names.SHARED_FROM_LABEL: names.mirror_name(source_namespace, source_name),
-            },
+            "labels": {names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE, names.SHARED_FROM_LABEL: name},
         },
         "spec": mirror_spec(source),
     }
 
 
-def mirror_spec(source: collections.abc.Mapping[str, typing.Any]) -> Json:
-    metadata = source.get("metadata") or {}
-    spec = source.get("spec") or {}
+def mirror_spec(source: views.CredentialView) -> Json:
     return {
-        "type": spec.get("type"),
-        "displayName": spec.get("displayName") or metadata.get("name"),
-        "id": spec.get("id") or metadata.get("uid"),
-        "sharedFrom": {"namespace": metadata.get("namespace"), "name": metadata.get("name")},
+        "type": source.type_name,
+        "displayName": source.display_name,
+        "id": source.credential_id,
+        "sharedFrom": {"namespace": source.namespace, "name": source.name},
     }
 
 
 def plan_source_shares(
     source_namespace: str,
     source_name: str,
-    source: collections.abc.Mapping[str, typing.Any] | None,
-    shares: collections.abc.Sequence[collections.abc.Mapping[str, typing.Any]],
-    namespaces: collections.abc.Sequence[collections.abc.Mapping[str, typing.Any]],
-    existing_mirrors: collections.abc.Sequence[collections.abc.Mapping[str, typing.Any]],
+    source: views.CredentialView | None,
+    shares: collections.abc.Sequence[views.ShareView],
+    namespaces: collections.abc.Sequence[views.NamespaceView],
+    existing_mirrors: collections.abc.Sequence[views.CredentialView],
 ) -> SharePlan:
     """Plan the mirrors of one source Credential from all CredentialShares that name it."""
-    by_name = {str((ns.get("metadata") or {}).get("name")): ns for ns in namespaces}
-    existing = {str((m.get("metadata") or {}).get("namespace")): m for m in existing_mirrors}
-    source_missing = source is None or bool((source.get("metadata") or {}).get("deletionTimestamp"))
+    by_name = {namespace.name: namespace for namespace in namespaces}
+    existing = {mirror.namespace: mirror for mirror in existing_mirrors}
+    source_missing = source is None or source.deleting
     wanted: set[str] = set()
     statuses: dict[str, Json] = {}
     for share in shares:
-        share_name = str((share.get("metadata") or {}).get("name"))
         entries: list[Json] = []
         for target in targets(share, namespaces):
             namespace = by_name.get(target)
@@ -136,7 +123,7 @@ def plan_source_shares(
                         "message": (f"Credential {source_name} does not exist in namespace {source_namespace}"),
                     }
                 )
-            elif target == source_namespace and target not in (share.get("spec") or {}).get("namespaces", []):
+            elif target == source_namespace and target not in share.namespaces:
                 continue  # a selector that also matches the owner's namespace: nothing to share there
             elif target == source_namespace:
                 entries.append(
@@ -146,7 +133,7 @@ def plan_source_shares(
                         "message": "the source namespace itself: nothing to share",
                     }
                 )
-            elif namespace is None or (namespace.get("metadata") or {}).get("deletionTimestamp"):
+            elif namespace is None or namespace.deleting:
                 entries.append({"name": target, "state": FAILED, "message": f"namespace {target} does not exist"})
             elif not accepts(namespace, source_namespace):
                 entries.append(
@@ -168,7 +155,7 @@ def plan_source_shares(
                         "message": f"mirrored as Credential {names.mirror_name(source_namespace, source_name)}",
                     }
                 )
-        statuses[share_name] = _share_status(entries, source_missing, source_name)
+        statuses[share.name] = _share_status(entries, source_missing, source_name)
 
     create: list[Json] = []
     update: list[tuple[str, str, Json]] = []
@@ -178,13 +165,9 @@ def plan_source_shares(
             mirror = existing.get(target)
             if mirror is None:
                 create.append(mirror_object(source, target))
-            elif {k: (mirror.get("spec") or {}).get(k) for k in desired_spec} != desired_spec:
+            elif {key: mirror.spec.get(key) for key in desired_spec} != desired_spec:
                 update.append((target, names.mirror_name(source_namespace, source_name), desired_spec))
-    delete = sorted(
-        (namespace, str((mirror.get("metadata") or {}).get("name")))
-        for namespace, mirror in existing.items()
-        if namespace not in wanted
-    )
+    delete = sorted((namespace, mirror.name) for namespace, mirror in existing.items() if namespace not in wanted)
     return SharePlan(create=create, update=update, delete=delete, share_statuses=statuses, shared_with=sorted(wanted))
 
 

@@ -249,14 +249,6 @@ class ShareView:
         """(namespace, name) of the Credential it shares."""
         return self.namespace, self.credential
 
-    def as_object(self) -> Json:
-        """The share in the JSON shape core.sharing plans from."""
-        return {
-            "metadata": {"namespace": self.namespace, "name": self.name},
-            "spec": dict(self.spec),
-            "status": dict(self.status),
-        }
-
     def with_status(self, patch: collections.abc.Mapping[str, typing.Any], resource_version: str = "") -> ShareView:
         return dataclasses.replace(
             self, status={**self.status, **patch}, resource_version=resource_version or self.resource_version
@@ -282,10 +274,3 @@ class NamespaceView:
             deleting=bool(metadata.get("deletionTimestamp"))
             or (obj.get("status") or _EMPTY).get("phase") == "Terminating",
         )
-
-    def as_object(self) -> Json:
-        """The namespace in the JSON shape core.sharing plans from."""
-        metadata: Json = {"name": self.name, "labels": dict(self.labels), "annotations": dict(self.annotations)}
-        if self.deleting:
-            metadata["deletionTimestamp"] = "deleting"
-        return {"metadata": metadata}

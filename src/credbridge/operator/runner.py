@@ -210,4 +210,4 @@ def run(settings: settings_module.OperatorSettings) -> int:
 
 
 def default_operator_namespace() -> str:
-    return os.environ.get("POD_NAMESPACE") or "credbridge-system"
+    return os.environ.get("POD_NAMESPACE") or names.DEFAULT_OPERATOR_NAMESPACE

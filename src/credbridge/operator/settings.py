@@ -39,7 +39,7 @@ def env_policy(allow: tuple[str, ...] | list[str], namespace_rules: tuple[str, .
 class WatchSettings:
     namespaces: tuple[str, ...] = ()
     """Namespaces to serve; empty means every namespace (cluster-wide)."""
-    operator_namespace: str = "credbridge-system"
+    operator_namespace: str = names.DEFAULT_OPERATOR_NAMESPACE
     """Where the keyring Secret lives; defaults to $POD_NAMESPACE in a Pod."""
 
 

@@ -58,12 +58,14 @@ class ShareReconciler:
         """Brings the mirrors of one source Credential in line with all the shares that name it."""
         namespace, name = source_key
         source_view = self._cache.credential(source_key)
-        source = _as_object(source_view) if source_view is not None else None
         shares = self._cache.shares_of(source_key)
-        namespaces = [ns.as_object() for ns in self._cache.namespaces()]
-        mirrors = [_as_object(mirror) for mirror in self._cache.mirrors_of(source_key)]
         plan = sharing.plan_source_shares(
-            namespace, name, source, [share.as_object() for share in shares], namespaces, mirrors
+            namespace,
+            name,
+            source_view,
+            shares,
+            self._cache.namespaces(),
+            self._cache.mirrors_of(source_key),
         )
         try:
             failed = self._apply_mirrors(plan)
@@ -191,16 +193,3 @@ class ShareReconciler:
             raise
         metrics.API_WRITES.labels("credentials/status", "patch").inc()
         self._cache.put_credential(views.CredentialView.from_object(written))
-
-
-def _as_object(view: views.CredentialView) -> dict[str, object]:
-    """A Credential view in the JSON shape core.sharing plans from."""
-    metadata: dict[str, object] = {
-        "namespace": view.namespace,
-        "name": view.name,
-        "uid": view.uid,
-        "labels": dict(view.labels),
-    }
-    if view.deleting:
-        metadata["deletionTimestamp"] = "deleting"
-    return {"metadata": metadata, "spec": dict(view.spec), "status": dict(view.status)}

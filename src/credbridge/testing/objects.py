@@ -164,7 +164,7 @@ def events_for(api: client.ApiClient, namespace: str, name: str) -> list[Json]:
 
 
 def open_managed_secret(
-    api: client.ApiClient, namespace: str, name: str, operator_namespace: str = "credbridge-system"
+    api: client.ApiClient, namespace: str, name: str, operator_namespace: str = names.DEFAULT_OPERATOR_NAMESPACE
 ) -> dict[str, str]:
     """Decrypt a Credential's managed Secret with the cluster's keyring, as `credbridge reveal` does."""
     credential = get_credential(api, namespace, name)
