@@ -37,6 +37,8 @@ class Options:
     """Benchmark names to run; empty means all of them."""
     sizes: tuple[int, ...] = ()
     """Numbers of Credentials for the cluster scenario, one fresh control plane each; empty means the defaults."""
+    operator_args: tuple[str, ...] = ()
+    """Extra `credbridge run` flags for the cluster scenario's operator (to compare settings)."""
     profile_dir: pathlib.Path | None = None
     """Where py-spy profiles of the operator go (create and restart phases); None means no profiling."""
 

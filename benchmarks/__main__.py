@@ -69,6 +69,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"numbers of Credentials for the cluster scenario (default {','.join(map(str, cluster.DEFAULT_SIZES))})",
     )
     parser.add_argument(
+        "--operator-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="extra `credbridge run` flag for the cluster scenario, e.g. --operator-arg=--workers=32 (repeatable)",
+    )
+    parser.add_argument(
         "--profile",
         type=pathlib.Path,
         default=None,
@@ -206,7 +213,12 @@ def write_json(
     document = {
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "options": {"quick": options.quick, "only": sorted(options.selected), "sizes": list(options.sizes)},
+        "options": {
+            "quick": options.quick,
+            "only": sorted(options.selected),
+            "sizes": list(options.sizes),
+            "operator_args": list(options.operator_args),
+        },
         "machine": machine_facts(),
         # Other work on the machine moves every figure; the load average tells a reader whether it was busy.
         "load_average": {"start": list(load_at_start), "end": list(os.getloadavg())},
@@ -223,7 +235,13 @@ def write_json(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    options = Options(quick=args.quick, selected=frozenset(args.only), sizes=args.sizes, profile_dir=args.profile)
+    options = Options(
+        quick=args.quick,
+        selected=frozenset(args.only),
+        sizes=args.sizes,
+        profile_dir=args.profile,
+        operator_args=tuple(args.operator_arg),
+    )
     started = datetime.datetime.now(datetime.UTC)
     load_at_start = os.getloadavg()
     progress(f"benchmarks: {', '.join(n for n in ALL_NAMES if options.wants(n))}{' (quick)' if options.quick else ''}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import collections.abc
 import dataclasses
+import sys
 import types
 import typing
 
@@ -25,6 +26,27 @@ Key = tuple[str, str]
 _EMPTY: collections.abc.Mapping[str, typing.Any] = types.MappingProxyType({})
 
 
+def kept(value: typing.Any) -> typing.Any:
+    """A private copy of a JSON value for a long-lived view, with its short strings interned.
+
+    A view must not share dicts with the watch event it came from (the event's owner may reuse
+    them). And ten thousand Credentials repeat the same keys ("conditions", "lastTransitionTime")
+    and short values ("True", "Encrypted", a key id) ten thousand times: interning them keeps one
+    copy of each, about a third of what the cache would otherwise hold.
+    """
+    if isinstance(value, dict):
+        return {sys.intern(key) if isinstance(key, str) else key: kept(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [kept(item) for item in value]
+    if isinstance(value, str) and len(value) <= _INTERNED_LENGTH:
+        return sys.intern(value)
+    return value
+
+
+_INTERNED_LENGTH = 64
+"""Strings up to this length are interned by `kept` (names, reasons, ids, timestamps; not messages or data)."""
+
+
 def _metadata(obj: collections.abc.Mapping[str, typing.Any]) -> collections.abc.Mapping[str, typing.Any]:
     return obj.get("metadata") or _EMPTY
 
@@ -33,7 +55,11 @@ def _ours(annotations: collections.abc.Mapping[str, str] | None) -> collections.
     """The annotations credbridge reads (its own group's), not the rest (last-applied etc.)."""
     if not annotations:
         return _EMPTY
-    return {key: value for key, value in annotations.items() if key.startswith(names.GROUP + "/")}
+    return kept({key: value for key, value in annotations.items() if key.startswith(names.GROUP + "/")}) or _EMPTY
+
+
+def _kept_mapping(value: typing.Any) -> collections.abc.Mapping[str, typing.Any]:
+    return kept(dict(value)) if value else _EMPTY
 
 
 def resource_version_newer(candidate: str, current: str) -> bool:
@@ -74,12 +100,12 @@ class CredentialView:
             name=str(metadata.get("name", "")),
             uid=str(metadata.get("uid", "")),
             generation=int(metadata.get("generation") or 0),
-            spec=obj.get("spec") or _EMPTY,
-            status=obj.get("status") or _EMPTY,
+            spec=_kept_mapping(obj.get("spec")),
+            status=_kept_mapping(obj.get("status")),
             annotations=_ours(metadata.get("annotations")),
-            labels=metadata.get("labels") or _EMPTY,
+            labels=_kept_mapping(metadata.get("labels")),
             resource_version=str(metadata.get("resourceVersion", "")),
-            creation_timestamp=str(metadata.get("creationTimestamp", "")),
+            creation_timestamp=sys.intern(str(metadata.get("creationTimestamp", ""))),
             deleting=bool(metadata.get("deletionTimestamp")),
         )
 
@@ -181,14 +207,14 @@ class SecretView:
         data: dict[str, str] = {}
         for key, value in (obj.get("data") or _EMPTY).items():
             try:
-                data[key] = base64.b64decode(value or "").decode()
+                data[sys.intern(key)] = base64.b64decode(value or "").decode()
             except (ValueError, UnicodeDecodeError):
-                data[key] = ""
+                data[sys.intern(key)] = ""
         return cls(
             name=str(metadata.get("name", "")),
-            type=str(obj.get("type", "")),
+            type=sys.intern(str(obj.get("type", ""))),
             controller_uid=controller,
-            labels=metadata.get("labels") or _EMPTY,
+            labels=_kept_mapping(metadata.get("labels")),
             annotations=_ours(metadata.get("annotations")),
             data=data,
             resource_version=str(metadata.get("resourceVersion", "")),
@@ -233,9 +259,9 @@ class ShareView:
             name=str(metadata.get("name", "")),
             credential=str(spec.get("credential", "")),
             namespaces=tuple(str(name) for name in spec.get("namespaces") or ()),
-            namespace_selector=spec.get("namespaceSelector"),
-            status=obj.get("status") or _EMPTY,
-            spec=spec,
+            namespace_selector=kept(spec.get("namespaceSelector")),
+            status=_kept_mapping(obj.get("status")),
+            spec=_kept_mapping(spec),
             resource_version=str(metadata.get("resourceVersion", "")),
             uid=str(metadata.get("uid", "")),
         )
@@ -269,7 +295,7 @@ class NamespaceView:
         metadata = _metadata(obj)
         return cls(
             name=str(metadata.get("name", "")),
-            labels=metadata.get("labels") or _EMPTY,
+            labels=_kept_mapping(metadata.get("labels")),
             annotations=_ours(metadata.get("annotations")),
             deleting=bool(metadata.get("deletionTimestamp"))
             or (obj.get("status") or _EMPTY).get("phase") == "Terminating",

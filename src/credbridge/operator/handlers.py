@@ -40,14 +40,15 @@ def register(
     """Register every handler of the operator into `registry`."""
 
     # Event handlers are coroutines: they only update the cache and queue keys (no I/O), so they
-    # run on kopf's event loop instead of a thread-pool hop per event.
+    # run on kopf's event loop instead of a thread-pool hop per event. The views the controller
+    # makes copy what they keep (core.views.kept), so bodies are passed as they are.
     @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_PLURAL, registry=registry)
     async def credential_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        controller.credential_changed(type, _plain(body))
+        controller.credential_changed(type, body)
 
     @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_SHARE_PLURAL, registry=registry)
     async def share_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        controller.share_changed(type, _plain(body))
+        controller.share_changed(type, body)
 
     @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_TYPE_PLURAL, registry=registry)
     def type_event(type: str | None, body: kopf.Body, **_: Any) -> None:
@@ -58,11 +59,11 @@ def register(
     # runner.kopf_settings_for); other Secrets reach the controller through the metadata-only watch.
     @kopf.on.event("", "v1", "secrets", registry=registry)
     async def secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        controller.secret_changed(type, _plain(body))
+        controller.secret_changed(type, body)
 
     @kopf.on.event("", "v1", "namespaces", registry=registry)
     async def namespace_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        controller.namespace_changed(type, _plain(body))
+        controller.namespace_changed(type, body)
 
     if not webhooks:
         return
