@@ -260,16 +260,16 @@ def test_a_reference_to_another_namespace_is_refused() -> None:
     assert binding.reference_problem("team-b.openai") is None
 
 
-def share(name: str, allow: bool | None, namespaces: list[str]) -> dict[str, typing.Any]:
+def share(name: str, allow: bool | None, namespaces: list[str]) -> views.ShareView:
     spec: dict[str, typing.Any] = {"credential": "openai", "namespaces": namespaces}
     if allow is not None:
         spec["allowPlaintextBindings"] = allow
-    return {"metadata": {"name": name, "namespace": "team-a"}, "spec": spec}
+    return views.ShareView.from_object({"metadata": {"name": name, "namespace": "team-a"}, "spec": spec})
 
 
 def test_a_share_must_allow_plain_bindings_of_its_mirrors() -> None:
     mirror = credential("team-a.openai", shared_from=("team-a", "openai"))
-    namespace = {"metadata": {"name": "team-b", "labels": {}}}
+    namespace = views.NamespaceView.from_object({"metadata": {"name": "team-b", "labels": {}}})
     denial = binding.share_denial("team-b", mirror, [share("to-b", None, ["team-b"])], namespace)
     assert denial is not None and "to-b" in denial and "allowPlaintextBindings" in denial
     assert binding.share_denial("team-b", mirror, [share("to-b", True, ["team-b"])], namespace) is None

@@ -194,13 +194,13 @@ def parse_templates(binding: BindingView, fields: collections.abc.Iterable[str])
 def share_denial(
     binding_namespace: str,
     mirror: views.CredentialView,
-    shares: collections.abc.Sequence[collections.abc.Mapping[str, typing.Any]],
-    namespace: collections.abc.Mapping[str, typing.Any] | None,
+    shares: collections.abc.Sequence[views.ShareView],
+    namespace: views.NamespaceView | None,
 ) -> str | None:
     """Why the owner of a shared Credential does not let its mirror be bound into a plain Secret, or None.
 
     `shares` are the CredentialShares in the source's namespace; `namespace` is the binding's
-    Namespace object (for shares that select by label). Allowed when any share that covers this
+    Namespace (for shares that select by label). Allowed when any share that covers this
     namespace says `spec.allowPlaintextBindings: true`.
     """
     assert mirror.shared_from is not None
@@ -208,12 +208,12 @@ def share_denial(
     covering = [
         share
         for share in shares
-        if (share.get("spec") or {}).get("credential") == source_name
+        if share.credential == source_name
         and binding_namespace in sharing.targets(share, [namespace] if namespace else [])
     ]
-    if any((share.get("spec") or {}).get("allowPlaintextBindings") is True for share in covering):
+    if any(share.spec.get("allowPlaintextBindings") is True for share in covering):
         return None
-    listed = ", ".join(sorted(str((share.get("metadata") or {}).get("name")) for share in covering)) or "(none)"
+    listed = ", ".join(sorted(share.name for share in covering)) or "(none)"
     return (
         f"Credential {mirror.name} is shared from {source_namespace}/{source_name} by CredentialShare {listed}, "
         "which does not allow plain Secret bindings of its mirrors: the owners of namespace "

@@ -431,17 +431,16 @@ class BindingController:
 
     def _shares(
         self, view: binding.BindingView, mirror: views.CredentialView, from_api: bool
-    ) -> tuple[list[Json], Json | None]:
+    ) -> tuple[list[views.ShareView], views.NamespaceView | None]:
         """The shares of a mirror's source and the binding's Namespace, from the cache or the API server."""
         assert mirror.shared_from is not None
         if from_api:
-            shares = fetching.list_credential_shares(self.api, mirror.shared_from[0])
-            return shares, fetching.read_namespace(self.api, view.namespace)
-        namespace = self._cache.namespace(view.namespace)
-        return (
-            [share.as_object() for share in self._cache.shares_of(mirror.shared_from)],
-            namespace.as_object() if namespace is not None else None,
-        )
+            shares = [
+                views.ShareView.from_object(s) for s in fetching.list_credential_shares(self.api, mirror.shared_from[0])
+            ]
+            namespace = fetching.read_namespace(self.api, view.namespace)
+            return shares, views.NamespaceView.from_object(namespace) if namespace is not None else None
+        return self._cache.shares_of(mirror.shared_from), self._cache.namespace(view.namespace)
 
     # ---- apply -----------------------------------------------------------------------------
 
