@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks import BenchmarkError, Options, Record, Result, cluster, crypto, progress
+from benchmarks import BenchmarkError, Options, Record, Result, bindings, cluster, crypto, progress
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -37,6 +37,7 @@ GROUPS = (
     Group(("envelope",), crypto.bench_envelope),
     Group(("validation",), crypto.bench_validation),
     Group(cluster.NAMES, cluster.run),
+    Group(bindings.NAMES, bindings.run),
 )
 ALL_NAMES = tuple(name for group in GROUPS for name in group.names)
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from credbridge.local import controlplane, operator
-from credbridge.testing import e2e
+from credbridge.testing import e2e, fixtures
 from credbridge.testing.fixtures import TEST_LABEL, AuditLog, Namespaces, kubectl_run, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -45,6 +45,8 @@ class Release:
     webhook_configuration: str
     cert_secret: str
     operator: operator.OperatorProcess
+    team_a: str
+    """The namespace the examples' team-a becomes; the release grants it the demo's variables."""
     openai_key: str = dataclasses.field(repr=False)
 
 
@@ -63,8 +65,15 @@ def helm_release(
     is never left calling a webhook nobody serves.
     """
     namespace = namespaces.create("cb-e2e")
+    team_a = fixtures.unique_name("team-a")
     port = controlplane.free_port()
-    chart = e2e.install_chart(control_plane, namespace, port)
+    # The examples' CredentialBinding renders CRED_DEMO_* into a plain Secret: grant it to team-a.
+    chart = e2e.install_chart(
+        control_plane,
+        namespace,
+        port,
+        values=("envPolicy[0].pattern=CRED_DEMO_*", f"envPolicy[0].namespaces={{{team_a}}}"),
+    )
     try:
         certfile, keyfile = e2e.write_tls_secret(control_plane, namespace, chart.cert_secret, tmp_path / "webhook-cert")
         kubeconfig = e2e.service_account_kubeconfig(
@@ -88,6 +97,7 @@ def helm_release(
             webhook_configuration=chart.webhook_configuration,
             cert_secret=chart.cert_secret,
             operator=process,
+            team_a=team_a,
             openai_key=openai_key,
         )
     finally:
@@ -111,7 +121,7 @@ def test_helm_install_runs_the_operator_under_the_chart_rbac(
     dry_run = kubectl_run(plane, "apply", "--server-side", "--dry-run=server", "-f", "-", input=crds)
     assert dry_run.returncode == 0, f"the chart's CRDs are not accepted by the API server:\n{dry_run.stderr}"
 
-    examples = e2e.apply_examples(plane, namespaces)
+    examples = e2e.apply_examples(plane, namespaces, team_a=helm_release.team_a)
     team_a, team_b, expected = examples.team_a, examples.team_b, examples.expected
 
     def explain() -> str:
@@ -132,6 +142,31 @@ def test_helm_install_runs_the_operator_under_the_chart_rbac(
     )
     rows = e2e.credential_rows(plane, {team_a, team_b})
     assert set(rows) == set(expected), plane.kubectl("get", "credentials", "-A")
+
+    def bindings_rendered() -> list[dict[str, str]] | None:
+        found = e2e.table(plane.kubectl("get", "credentialbindings", "-n", team_a))
+        return found if len(found) == 2 and all(row["REASON"] == "Rendered" for row in found) else None
+
+    e2e.wait_or_explain(
+        bindings_rendered,
+        timeout=40,
+        message="the example CredentialBindings to be rendered",
+        explain=lambda: plane.kubectl("get", "credentialbindings", "-n", team_a, "-o", "yaml"),
+    )
+    assert e2e.kubectl_json(plane, "get", "secret", "chat-api-openai", "-n", team_a)["type"] == "Opaque"
+    # A password change rolls the example Deployment out: the chart grants the patch it needs.
+    plane.kubectl("patch", "secret", "orders-db", "-n", team_a, "-p", '{"stringData": {"password": "changed"}}')
+    e2e.wait_or_explain(
+        lambda: (
+            "restartedAt"
+            in plane.kubectl(
+                "get", "deployment", "orders-api", "-n", team_a, "-o", "jsonpath={.spec.template.metadata}"
+            )
+        ),
+        timeout=40,
+        message="the example Deployment to be rolled out",
+        explain=lambda: plane.kubectl("get", "credentialbindings", "-n", team_a, "-o", "yaml"),
+    )
     assert rows[examples.mirror]["SHARED"] == "true"
     assert rows[(team_a, "production-openai")]["DISPLAY NAME"] == "Production OpenAI"
 
@@ -166,7 +201,7 @@ def test_helm_install_runs_the_operator_under_the_chart_rbac(
     status = json.loads(e2e.helm(plane, "status", helm_release.name, "-n", helm_release.namespace, "-o", "json").stdout)
     assert status["version"] == 2 and status["info"]["status"] == "deployed"
     configuration = e2e.kubectl_json(plane, "get", "validatingwebhookconfiguration", helm_release.webhook_configuration)
-    assert [hook["timeoutSeconds"] for hook in configuration["webhooks"]] == [7, 7]
+    assert [hook["timeoutSeconds"] for hook in configuration["webhooks"]] == [7, 7, 7]
     cert_after = e2e.kubectl_json(plane, "get", "secret", helm_release.cert_secret, "-n", helm_release.namespace)
     assert cert_after["data"] == cert_before["data"], "helm upgrade replaced an unchanged webhook certificate"
     assert e2e.webhook_answers(plane, team_a, TEST_LABEL), "the webhook stopped answering after helm upgrade"

@@ -1,6 +1,7 @@
 """Zero-leak guarantee: canary values planted through the environment, Secret references and literals
 never show up in operator logs (debug level, text and JSON), Events, statuses, labels, annotations,
-admission responses or the audit log — only inside ciphertext."""
+admission responses, CredentialBinding statuses, rollout annotations or the audit log — only inside
+ciphertext and the data of CredentialBinding Secrets."""
 
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ pytestmark = pytest.mark.cluster
 
 ENV_CANARY = "canaryENV" + secrets.token_hex(12)
 REF_CANARY = "canaryREF" + secrets.token_hex(12)
+REF_CANARY_2 = "canaryREFTWO" + secrets.token_hex(12)
 FORBIDDEN_CANARY = "canaryFORBIDDEN" + secrets.token_hex(12)
 SETTING_CANARY = "canarySETTING" + secrets.token_hex(12)
 LITERAL_CANARY = "canaryLITERAL" + secrets.token_hex(12)
-SECRET_CANARIES = (ENV_CANARY, REF_CANARY, FORBIDDEN_CANARY, SETTING_CANARY)
+SECRET_CANARIES = (ENV_CANARY, REF_CANARY, REF_CANARY_2, FORBIDDEN_CANARY, SETTING_CANARY)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,8 @@ def operator_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def operator_args() -> list[str]:
-    return ["--log-format", "text"]
+    # CRED_CANARY is granted to the test's namespaces, so CredentialBindings may render it.
+    return ["--log-format", "text", "--env-policy", "CRED_CANARY=leak-*", "--rollout-debounce", "1"]
 
 
 def _expect_refusal(call: Any) -> str:
@@ -109,6 +112,37 @@ def test_no_canary_leaves_ciphertext(
     ]:
         objects.wait_for_reason(kube_api, owner, name, reason)
 
+    # CredentialBindings render values into plain Secrets, roll a Deployment out, and fail.
+    client.AppsV1Api(kube_api).create_namespaced_deployment(owner, objects.deployment_body("app"))
+    objects.create_binding(
+        kube_api,
+        owner,
+        objects.binding_body(
+            "env-binding", "env", template={"KEY": "${openAIApiKey}", "URL": "https://x:${openAIApiKey|urlencode}@h"}
+        ),
+    )
+    objects.create_binding(
+        kube_api,
+        owner,
+        objects.binding_body(
+            "ref-binding", "ref-cred", template={"PGPASSWORD": "${password}"}, rollout=[("Deployment", "app")]
+        ),
+    )
+    objects.create_binding(kube_api, owner, objects.binding_body("not-granted", "forbidden"))
+    objects.create_binding(kube_api, owner, objects.binding_body("not-ready", "bad-url"))
+    objects.create_binding(kube_api, owner, objects.binding_body("literal-binding", "literal"))
+    for name in ("env-binding", "ref-binding", "literal-binding"):
+        objects.wait_for_binding(kube_api, owner, name, "Rendered")
+    objects.wait_for_binding(kube_api, owner, "not-granted", "EnvNotGranted")
+    objects.wait_for_binding(kube_api, owner, "not-ready", "CredentialNotReady")
+    client.CoreV1Api(kube_api).patch_namespaced_secret("ref", owner, {"stringData": {"password": REF_CANARY_2}})
+    objects.wait_until(
+        lambda: objects.pod_template_annotations(kube_api, owner, "app").get(names.RESTARTED_AT_ANNOTATION),
+        what="the rollout",
+    )
+    assert objects.decoded(objects.read_secret(kube_api, owner, "ref-binding") or {}) == {"PGPASSWORD": REF_CANARY_2}
+    assert objects.decoded(objects.read_secret(kube_api, owner, "env-binding") or {})["KEY"] == ENV_CANARY
+
     # Admission refusals quote fields, never values.
     refusals = [
         _expect_refusal(
@@ -154,7 +188,7 @@ def test_no_canary_leaves_ciphertext(
     # --- the scan -------------------------------------------------------------------------
     haystacks: dict[str, str] = {"operator logs": credbridge_operator.logs(), "admission refusals": "\n".join(refusals)}
     custom, core = client.CustomObjectsApi(kube_api), client.CoreV1Api(kube_api)
-    for plural in (names.CREDENTIAL_PLURAL, names.CREDENTIAL_SHARE_PLURAL):
+    for plural in (names.CREDENTIAL_PLURAL, names.CREDENTIAL_SHARE_PLURAL, names.CREDENTIAL_BINDING_PLURAL):
         for item in custom.list_cluster_custom_object(names.GROUP, names.VERSION, plural)["items"]:
             metadata = item["metadata"]
             where = f"{plural} {metadata['namespace']}/{metadata['name']}"
@@ -166,6 +200,11 @@ def test_no_canary_leaves_ciphertext(
         if secret.type == names.SECRET_TYPE:
             visible = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items() if k != "encryptedData"}
             haystacks[f"{where} plain data"] = json.dumps(visible)
+    for deployment in client.AppsV1Api(kube_api).list_deployment_for_all_namespaces().items:
+        where = f"deployment {deployment.metadata.namespace}/{deployment.metadata.name}"
+        haystacks[f"{where} annotations"] = json.dumps(
+            [deployment.metadata.annotations, deployment.spec.template.metadata.annotations]
+        )
     for event in core.list_event_for_all_namespaces().items:
         haystacks[f"event {event.metadata.namespace}/{event.metadata.name}"] = f"{event.reason} {event.message}"
     assert control_plane.audit_log is not None

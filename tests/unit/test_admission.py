@@ -427,3 +427,109 @@ def test_a_metadata_only_update_of_an_invalid_credential_is_allowed() -> None:
 
     assert not review("CREATE", invalid).allowed
     assert review("UPDATE", annotated, invalid).allowed
+
+
+# Deleting a Credential that CredentialBindings render
+
+
+def test_deleting_a_credential_used_by_bindings_is_refused_naming_them() -> None:
+    decision = admission.review_credential(
+        "DELETE",
+        None,
+        credential(),
+        username=USER,
+        operator_username=OPERATOR,
+        types=TYPES,
+        literal_secrets="warn",
+        bindings_using=["chat-api", "batch"],
+    )
+    assert not decision.allowed
+    assert "CredentialBinding(s) batch, chat-api" in decision.message
+    assert names.ALLOW_DELETE_IN_USE_ANNOTATION in decision.message
+
+
+def test_an_annotated_credential_may_be_deleted_while_bound() -> None:
+    annotated = credential(annotations={names.ALLOW_DELETE_IN_USE_ANNOTATION: "true"})
+    decision = admission.review_credential(
+        "DELETE",
+        None,
+        annotated,
+        username=USER,
+        operator_username=OPERATOR,
+        types=TYPES,
+        literal_secrets="warn",
+        bindings_using=["chat-api"],
+    )
+    assert decision.allowed
+
+
+# CredentialBindings
+
+
+def binding_object(**spec: typing.Any) -> Json:
+    return {
+        "metadata": {"namespace": "team-a", "name": "chat-api"},
+        "spec": {"credential": "production-openai", "secret": {"name": "chat-api"}, **spec},
+    }
+
+
+def review_binding(new: Json, *, cred: Json | None = None, secrets: str = "allow", old: Json | None = None):  # type: ignore[no-untyped-def]
+    return admission.review_binding(
+        "UPDATE" if old else "CREATE",
+        new,
+        old,
+        credential=credential() if cred is None else cred,
+        types=TYPES,
+        binding_secrets=secrets,
+    )
+
+
+def test_a_binding_naming_known_fields_is_allowed() -> None:
+    decision = review_binding(binding_object(template={"OPENAI_API_KEY": "${openAIApiKey}"}))
+    assert decision.allowed and decision.warnings == ()
+
+
+def test_a_binding_naming_unknown_fields_is_refused_with_the_fields_of_the_type() -> None:
+    decision = review_binding(binding_object(template={"OPENAI_API_KEY": "${apiKey}"}))
+    assert not decision.allowed
+    assert "'apiKey'" in decision.message and "openAIApiKey" in decision.message
+    assert "CredentialBinding team-a/chat-api" in decision.message
+
+
+def test_a_binding_with_bad_syntax_or_keys_is_refused_naming_key_and_position() -> None:
+    decision = review_binding(binding_object(template={"OPENAI API KEY": "x", "URL": "https://${host"}))
+    assert not decision.allowed
+    assert "'OPENAI API KEY' is not a valid Secret key" in decision.message
+    assert "spec.template.URL, character 9" in decision.message
+
+
+def test_a_binding_to_another_namespace_is_refused() -> None:
+    decision = review_binding({**binding_object(), "spec": {"credential": "team-b/production-openai"}})
+    assert not decision.allowed
+    assert "another namespace" in decision.message
+
+
+def test_a_binding_with_an_unsupported_rollout_kind_is_refused() -> None:
+    decision = review_binding(binding_object(rollout=[{"kind": "CronJob", "name": "nightly"}]))
+    assert not decision.allowed
+    assert "'CronJob' is not supported" in decision.message
+
+
+def test_a_binding_to_a_credential_that_does_not_exist_yet_is_allowed_with_a_warning() -> None:
+    decision = admission.review_binding(
+        "CREATE", binding_object(), None, credential=None, types=TYPES, binding_secrets="allow"
+    )
+    assert decision.allowed
+    assert "does not exist" in decision.warnings[0]
+
+
+def test_plain_output_denied_by_the_cluster_is_a_warning_at_apply() -> None:
+    decision = review_binding(binding_object(), secrets="deny")
+    assert decision.allowed
+    assert "--binding-secrets=deny" in decision.warnings[0]
+
+
+def test_a_metadata_only_change_of_a_binding_is_not_judged_again() -> None:
+    broken = binding_object(template={"K": "${apiKey}"})
+    labelled = {**broken, "metadata": {**broken["metadata"], "labels": {"x": "y"}}}
+    assert review_binding(labelled, old=broken).allowed

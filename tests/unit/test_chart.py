@@ -109,6 +109,7 @@ def test_container_args_reflect_values(helm: pathlib.Path, tmp_path: pathlib.Pat
         "literalSecrets": "deny",
         "keyringSecret": "my-keyring",
         "logFormat": "text",
+        "bindings": {"secrets": "deny", "rollouts": False, "rolloutDebounce": 5},
     }
     args = container_args(render(helm, *values_file(tmp_path, values)))
     assert [a for a in args if a.startswith("--env-allow=")] == ["--env-allow=CRED_*", "--env-allow=LLM_*"]
@@ -117,6 +118,9 @@ def test_container_args_reflect_values(helm: pathlib.Path, tmp_path: pathlib.Pat
     assert "--literal-secrets=deny" in args
     assert "--keyring-secret=my-keyring" in args
     assert "--log-format=text" in args
+    assert "--binding-secrets=deny" in args
+    assert "--binding-rollouts=off" in args
+    assert "--rollout-debounce=5" in args
 
 
 def test_default_args_watch_all_namespaces_and_use_the_mounted_certificate(helm: pathlib.Path) -> None:
@@ -125,6 +129,7 @@ def test_default_args_watch_all_namespaces_and_use_the_mounted_certificate(helm:
     assert not [a for a in args if a.startswith("--namespace")]
     assert "--env-allow=CRED_*" in args
     assert "--literal-secrets=warn" in args
+    assert "--binding-secrets=allow" in args and "--binding-rollouts=on" in args
     assert "--webhook-certfile=/etc/credbridge/webhook/tls.crt" in args
     assert not [a for a in args if a.startswith("--peering")]
     pod = find(objects, "Deployment")["spec"]["template"]["spec"]
@@ -235,6 +240,31 @@ def test_peering_rules_only_with_peering(helm: pathlib.Path) -> None:
     assert "admissionregistration.k8s.io" not in groups()
 
 
+def test_rollout_permission_follows_the_bindings_rollouts_value(helm: pathlib.Path) -> None:
+    def workload_verbs(*args: str) -> set[str]:
+        role = operator_role(render(helm, *args))
+        return {verb for rule in role["rules"] if "deployments" in rule["resources"] for verb in rule["verbs"]}
+
+    assert workload_verbs() == {"get", "patch"}
+    assert workload_verbs("--set", "bindings.rollouts=false") == set()
+
+
+def test_tenants_manage_bindings_through_the_default_roles(helm: pathlib.Path) -> None:
+    objects = render(helm)
+    operator = operator_role(objects)
+    tenant = [obj for obj in objects if obj["kind"] == "ClusterRole" and obj is not operator]
+    for role in tenant:
+        assert any("credentialbindings" in rule["resources"] for rule in role["rules"]), role["metadata"]["name"]
+    assert any("credentialbindings/status" in rule["resources"] for rule in operator["rules"])
+
+
+def test_the_webhook_validates_credential_bindings(helm: pathlib.Path) -> None:
+    config = find(render(helm), "ValidatingWebhookConfiguration")
+    hook = next(h for h in config["webhooks"] if h["rules"][0]["resources"] == ["credentialbindings"])
+    assert hook["clientConfig"]["service"]["path"] == "/validate-credentialbindings"
+    assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -276,7 +306,11 @@ def test_more_than_one_replica_requires_peering(helm: pathlib.Path) -> None:
 def test_webhook_uses_the_service_by_default(helm: pathlib.Path) -> None:
     config = find(render(helm), "ValidatingWebhookConfiguration")
     hooks = {hook["name"]: hook for hook in config["webhooks"]}
-    assert set(hooks) == {"credentials.credbridge.io", "secrets.credbridge.io"}
+    assert set(hooks) == {
+        "credentials.credbridge.io",
+        "credentialbindings.credbridge.io",
+        "secrets.credbridge.io",
+    }
     assert hooks["credentials.credbridge.io"]["clientConfig"]["service"]["path"] == "/validate-credentials"
     assert hooks["secrets.credbridge.io"]["clientConfig"]["service"]["path"] == "/protect-mirror-secrets"
     assert hooks["credentials.credbridge.io"]["failurePolicy"] == "Fail"

@@ -331,3 +331,33 @@ def test_console_script_reports_problems_and_exit_code(tmp_path: Path) -> None:
         "set spec.data.openAIApiKey or spec.valueFrom.openAIApiKey to a non-empty value",
         "1 credential checked, 1 problem",
     ]
+
+
+BINDING = """apiVersion: credbridge.io/v1alpha1
+kind: CredentialBinding
+metadata: {name: chat, namespace: team-a}
+spec:
+  credential: openai
+  template: {OPENAI_API_KEY: "${openAIApiKy}", "bad key": "x"}
+"""
+
+
+def test_bindings_are_checked_against_the_credentials_in_the_inputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "all.yaml", GOOD_OPENAI + "---\n" + BINDING.replace(', "bad key": "x"', ""))
+    code, out, _ = run(capsys, "-f", str(path))
+    assert code == 1
+    assert "CredentialBinding team-a/chat" in out
+    assert "field 'openAIApiKy' does not exist in type 'openAIApi'; its fields are: openAIApiKey" in out
+    code, out, _ = run(capsys, "-f", str(write(tmp_path, "keys.yaml", GOOD_OPENAI + "---\n" + BINDING)))
+    assert code == 1
+    assert "'bad key' is not a valid Secret key" in out
+
+
+def test_a_binding_whose_credential_is_elsewhere_is_checked_for_syntax_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "binding.yaml", BINDING.replace(', "bad key": "x"', ""))
+    code, _, _ = run(capsys, "-f", str(path))
+    assert code == 0

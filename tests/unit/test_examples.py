@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from credbridge.cli import dev, main
-from credbridge.core import envrefs
+from credbridge.core import envrefs, tenancy
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
@@ -27,3 +27,18 @@ def test_demo_environment_covers_every_reference_but_the_deliberate_failure() ->
                 for value in (document["spec"].get("data") or {}).values():
                     referenced.update(envrefs.references(value))
     assert referenced - set(dev.DEMO_ENV) == {"CRED_DEMO_ANTHROPIC_KEY"}
+
+
+def test_the_demo_grants_the_variables_its_bindings_render_to_their_namespace() -> None:
+    documents = [doc for path in EXAMPLES.glob("*.yaml") for doc in yaml.safe_load_all(path.read_text()) if doc]
+    credentials = {
+        (doc["metadata"]["namespace"], doc["metadata"]["name"]): doc for doc in documents if doc["kind"] == "Credential"
+    }
+    bindings = [doc for doc in documents if doc["kind"] == "CredentialBinding"]
+    assert bindings, "examples/ should show CredentialBindings"
+    policy = envrefs.parse_policy(["CRED_*"], list(dev.DEMO_ENV_POLICY))
+    for binding in bindings:
+        namespace = binding["metadata"]["namespace"]
+        credential = credentials[(namespace, binding["spec"]["credential"])]
+        data = credential["spec"].get("data") or {}
+        assert tenancy.plaintext_denial(data, namespace, policy, output="a binding") is None, binding["metadata"]

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from credbridge.core import names
@@ -30,6 +31,9 @@ DEMO_ENV = {
     # A made-up key: the demo shows how a value from the operator's environment ends up encrypted.
     "CRED_DEMO_OPENAI_API_KEY": "sk-demo-0000000000000000000000000000",
 }
+DEMO_ENV_POLICY = ("CRED_DEMO_*=team-a",)
+"""--env-policy rules of the demo operator: the demo's variables belong to team-a, so team-a's
+CredentialBindings may render them into plain Secrets (the tenancy rule, docs/consumers.md)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -130,7 +134,13 @@ def _start_operator(state: dict[str, Any]) -> None:
     process = operator.start(
         pathlib.Path(state["kubeconfig"]),
         log,
-        args=["--operator-namespace", OPERATOR_NAMESPACE, "--log-level", "info"],
+        args=[
+            "--operator-namespace",
+            OPERATOR_NAMESPACE,
+            "--log-level",
+            "info",
+            *(argument for rule in DEMO_ENV_POLICY for argument in ("--env-policy", rule)),
+        ],
         env=DEMO_ENV,
         die_with_parent=False,
     )
@@ -241,7 +251,66 @@ def _demo() -> int:
         "jsonpath={.status.conditions[0].message}",
     )
     print(f"\nWhy staging-anthropic is not Ready:\n  {reason}")
+    _show_bindings(state)
     print("\nTry: .venv/bin/credbridge dev kubectl describe credential staging-anthropic -n team-a")
     print("     KUBECONFIG=" + state["kubeconfig"] + " .venv/bin/credbridge reveal production-openai -n team-a")
     print("Stop everything with: make demo-down")
     return 0
+
+
+def _wait(predicate: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _show_bindings(state: dict[str, Any]) -> None:
+    """The consumer side: binding Secrets (keys, never values) and a rollout after a change."""
+
+    def rendered() -> bool:
+        reasons = _kubectl(
+            state, "get", "credentialbindings", "-n", "team-a", "-o", "jsonpath={.items[*].status.conditions[0].reason}"
+        ).split()
+        return len(reasons) >= 2 and all(reason == "Rendered" for reason in reasons)
+
+    _wait(rendered, 60)
+    _show(state, "get", "credentialbindings", "-n", "team-a")
+    print("\nApps read plain Secrets with the keys they expect (values not shown):")
+    for name in ("chat-api-openai", "orders-db-url"):
+        secret = json.loads(_kubectl(state, "get", "secret", name, "-n", "team-a", "-o", "json", check=False) or "{}")
+        print(f"  Secret team-a/{name}: keys {', '.join(sorted(secret.get('data') or {})) or '(not written yet)'}")
+
+    print("\nUpdate in one place: changing the database password in Secret team-a/orders-db ...")
+    _kubectl(
+        state,
+        "patch",
+        "secret",
+        "orders-db",
+        "-n",
+        "team-a",
+        "-p",
+        '{"stringData": {"password": "demo-password-changed"}}',
+    )
+
+    def annotations() -> str:
+        return _kubectl(
+            state,
+            "get",
+            "deployment",
+            "orders-api",
+            "-n",
+            "team-a",
+            "-o",
+            "jsonpath={.spec.template.metadata.annotations}",
+            check=False,
+        )
+
+    _wait(lambda: "restartedAt" in annotations(), 60)
+    print("... re-renders Secret team-a/orders-db-url and rolls Deployment orders-api out:")
+    _show(
+        state, "get", "deployment", "orders-api", "-n", "team-a", "-o", "jsonpath={.spec.template.metadata.annotations}"
+    )
+    _show(state, "get", "credentials", "-n", "team-a")

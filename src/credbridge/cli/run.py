@@ -103,6 +103,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="failed Secret writes in a row before a Credential reports Ready=False/WriteFailed "
         "(retrying goes on; default: %(default)s)",
     )
+    add_binding_arguments(parser)
     parser.add_argument(
         "--workers",
         type=int,
@@ -128,6 +129,32 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--log-format", choices=["text", "json"], default=_DEFAULTS.log_format)
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=_DEFAULTS.log_level)
     parser.set_defaults(handler=handle)
+
+
+def add_binding_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that govern CredentialBindings: plain Secret output and rollouts."""
+    defaults = _DEFAULTS.bindings
+    parser.add_argument(
+        "--binding-secrets",
+        choices=settings_module.BINDING_SECRET_MODES,
+        default=defaults.secrets,
+        help="whether CredentialBindings may write plain Secrets: allow (default) or deny",
+    )
+    parser.add_argument(
+        "--binding-rollouts",
+        choices=["on", "off"],
+        default="on" if defaults.rollouts else "off",
+        help="patch the workloads a CredentialBinding lists in spec.rollout when its content changes "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rollout-debounce",
+        type=float,
+        default=defaults.rollout_debounce,
+        metavar="SECONDS",
+        help="wait this long after a content change before rolling out; changes within it share one rollout "
+        "(default: %(default)s)",
+    )
 
 
 def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,6 +205,11 @@ def handle(args: argparse.Namespace) -> int:
             health_port=args.health_port, metrics_port=args.metrics_port, bind_address=args.bind_address
         ),
         resync=settings_module.ResyncSettings(interval=args.resync_interval, per_second=args.verify_rate),
+        bindings=settings_module.BindingSettings(
+            secrets=args.binding_secrets,
+            rollouts=args.binding_rollouts == "on",
+            rollout_debounce=args.rollout_debounce,
+        ),
         write_failures_before_report=args.write_failures_before_report,
         peering=args.peering,
         peering_priority=args.peering_priority if args.peering_priority is not None else secrets.randbelow(2**31),

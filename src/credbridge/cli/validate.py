@@ -22,7 +22,7 @@ import typing
 import yaml
 
 from credbridge.cli import run
-from credbridge.core import envrefs, names, registry, validation
+from credbridge.core import admission, envrefs, names, registry, validation
 from credbridge.operator import settings as operator_settings
 
 EXIT_CLEAN = 0
@@ -30,7 +30,12 @@ EXIT_PROBLEMS = 1
 EXIT_UNREADABLE = 2
 STDIN = "-"
 YAML_SUFFIXES = (".yaml", ".yml")
-CREDBRIDGE_KINDS = (names.CREDENTIAL_KIND, names.CREDENTIAL_SHARE_KIND, names.CREDENTIAL_TYPE_KIND)
+CREDBRIDGE_KINDS = (
+    names.CREDENTIAL_KIND,
+    names.CREDENTIAL_SHARE_KIND,
+    names.CREDENTIAL_TYPE_KIND,
+    names.CREDENTIAL_BINDING_KIND,
+)
 
 Json = collections.abc.Mapping[str, typing.Any]
 
@@ -275,6 +280,11 @@ def check_documents(
             continue
         checked.append((document, subject, namespace))
 
+    credentials = {
+        (namespace, str(document.body["metadata"]["name"])): document.body
+        for document, _, namespace in checked
+        if document.body.get("kind") == names.CREDENTIAL_KIND
+    }
     for document, subject, namespace in checked:
         if document.body.get("kind") == names.CREDENTIAL_KIND:
             report.credentials_checked += 1
@@ -282,6 +292,9 @@ def check_documents(
                 document.body, namespace, known, policy=policy, literal_secrets=literal_secrets
             ):
                 add(document, subject, message, warning=warning)
+        elif document.body.get("kind") == names.CREDENTIAL_BINDING_KIND:
+            for message in binding_problems(document.body, namespace, credentials, known):
+                add(document, subject, message)
         else:
             for message in share_problems(document.body):
                 add(document, subject, message)
@@ -402,3 +415,23 @@ def share_problems(body: Json) -> list[str]:
     elif not target_namespaces and selector is None:
         problems.append("no target namespaces: set spec.namespaces and/or spec.namespaceSelector")
     return problems
+
+
+def binding_problems(
+    body: Json, namespace: str, credentials: collections.abc.Mapping[tuple[str, str], Json], types: registry.Registry
+) -> list[str]:
+    """Problems with one CredentialBinding that the webhook would refuse: its reference, templates and
+    rollout targets, and the fields it names when its Credential is among the inputs."""
+    spec = body.get("spec")
+    if not isinstance(spec, collections.abc.Mapping) or not isinstance(spec.get("credential"), str):
+        return ["spec.credential is missing: name a Credential (or mirror) in this namespace"]
+    obj = {**body, "metadata": {**body["metadata"], "namespace": namespace}}
+    decision = admission.review_binding(
+        "CREATE",
+        obj,
+        None,
+        credential=credentials.get((namespace, str(spec["credential"]))),
+        types=types,
+        binding_secrets="allow",
+    )
+    return [] if decision.allowed else [decision.message]

@@ -1,8 +1,10 @@
-"""Admission decisions: what the validating webhook says to a write of a Credential or managed Secret.
+"""Admission decisions: what the validating webhook says to a write of a Credential, a managed Secret
+or a CredentialBinding.
 
 The webhook gives fast feedback at `kubectl apply` with the same validation the reconciler uses,
-keeps mirrors read-only for everyone but the operator, and refuses deleting a Credential whose
-Secret running Pods still use. Deciding is pure; the webhook handler only gathers the Pods.
+keeps mirrors read-only for everyone but the operator, refuses deleting a Credential that Pods or
+CredentialBindings still use, and checks a binding's templates against its Credential's type.
+Deciding is pure; the webhook handlers only gather the Pods, bindings and Credential.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import collections.abc
 import dataclasses
 import typing
 
-from credbridge.core import names, registry, validation
+from credbridge.core import binding, names, registry, templating, validation
 
 Json = collections.abc.Mapping[str, typing.Any]
 
@@ -58,8 +60,13 @@ def review_credential(
     types: registry.Registry,
     literal_secrets: str,
     pods_using_secret: collections.abc.Sequence[str] = (),
+    bindings_using: collections.abc.Sequence[str] = (),
 ) -> Decision:
-    """Decide a CREATE, UPDATE or DELETE of a Credential."""
+    """Decide a CREATE, UPDATE or DELETE of a Credential.
+
+    `pods_using_secret` names Pods reading its Secret or its bindings' Secrets; `bindings_using`
+    names the CredentialBindings that render it.
+    """
     obj = new if new is not None else old
     metadata = (obj or {}).get("metadata") or {}
     where = f"Credential {metadata.get('namespace')}/{metadata.get('name')}"
@@ -95,15 +102,17 @@ def review_credential(
         )
     if operation == "DELETE":
         annotations = metadata.get("annotations") or {}
-        if pods_using_secret and annotations.get(names.ALLOW_DELETE_IN_USE_ANNOTATION) != "true":
-            listed = ", ".join(sorted(pods_using_secret)[:10])
-            more = f" and {len(pods_using_secret) - 10} more" if len(pods_using_secret) > 10 else ""
+        if (pods_using_secret or bindings_using) and annotations.get(names.ALLOW_DELETE_IN_USE_ANNOTATION) != "true":
+            users = []
+            if pods_using_secret:
+                users.append(f"its Secret (or a binding's Secret) is referenced by Pod(s) {_listed(pods_using_secret)}")
+            if bindings_using:
+                users.append(f"it is rendered by CredentialBinding(s) {_listed(bindings_using)}")
             return Decision(
                 False,
                 (
-                    f"{where} is in use: its Secret is referenced by Pod(s) {listed}{more}; delete or change those "
-                    f'Pods first, or annotate the Credential {names.ALLOW_DELETE_IN_USE_ANNOTATION}="true" to '
-                    "delete it anyway"
+                    f"{where} is in use: {'; '.join(users)}; delete or change those first, or annotate the "
+                    f'Credential {names.ALLOW_DELETE_IN_USE_ANNOTATION}="true" to delete it anyway'
                 ),
             )
         return ALLOW
@@ -112,6 +121,11 @@ def review_credential(
         # judged before, and a Credential made invalid by a type change must still be annotatable.
         return ALLOW
     return _review_content(where, new or {}, types, literal_secrets)
+
+
+def _listed(items: collections.abc.Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(sorted(items)[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _review_content(where: str, obj: Json, types: registry.Registry, literal_secrets: str) -> Decision:
@@ -158,19 +172,80 @@ def review_managed_secret(
     )
 
 
+def review_binding(
+    operation: str,
+    new: Json | None,
+    old: Json | None,
+    *,
+    credential: Json | None,
+    types: registry.Registry,
+    binding_secrets: str,
+) -> Decision:
+    """Decide a CREATE or UPDATE of a CredentialBinding: its reference, templates and rollout targets.
+
+    `credential` is the Credential it names (None when it does not exist yet: the binding is
+    accepted with a warning and waits for it).
+    """
+    if new is None or operation not in ("CREATE", "UPDATE"):
+        return ALLOW
+    if operation == "UPDATE" and old is not None and new.get("spec") == old.get("spec"):
+        return ALLOW
+    view = binding.BindingView.from_object(new)
+    problems: list[str] = []
+    reference = binding.reference_problem(view.credential_name)
+    if reference is not None:
+        problems.append(reference)
+    templates: templating.Templates | None = None
+    if view.template is not None:
+        try:
+            templates = templating.parse_templates(view.template)
+        except templating.TemplateError as error:
+            problems.extend(error.problems)
+    problems.extend(binding.rollout_problems(view.rollout_targets))
+    warnings: list[str] = []
+    if credential is None:
+        if reference is None:
+            warnings.append(
+                f"Credential {view.credential_name} does not exist in namespace {view.namespace} yet: "
+                "the binding waits for it"
+            )
+    elif templates is not None:
+        type_name = str((credential.get("spec") or {}).get("type", ""))
+        cred_type = types.get(type_name)
+        if cred_type is not None:
+            problems.extend(templating.unknown_field_problems(templates, cred_type.field_names(), type_name))
+    if problems:
+        return Decision(False, f"{view.where}: " + "; ".join(problems))
+    if binding_secrets == "deny" and view.secret_name is not None:
+        warnings.append(
+            f"{view.where}: plain Secret output is turned off in this cluster (--binding-secrets=deny): "
+            "spec.secret will not be written"
+        )
+    return Decision(True, warnings=tuple(warnings))
+
+
 def pods_using_secret(pods: collections.abc.Iterable[Json], secret_name: str) -> list[str]:
     """Names of Pods that reference `secret_name` through env, envFrom, volumes or projected volumes."""
+    return pods_using_secrets(pods, {secret_name})
+
+
+def pods_using_secrets(
+    pods: collections.abc.Iterable[Json], secret_names: collections.abc.Collection[str]
+) -> list[str]:
+    """Names of Pods that reference any of `secret_names` through env, envFrom, volumes or projected volumes."""
     using: list[str] = []
     for pod in pods:
-        spec = pod.get("spec") or {}
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue
-        if _pod_spec_uses(spec, secret_name):
+        if secrets_used_by_pod(pod) & set(secret_names):
             using.append(str((pod.get("metadata") or {}).get("name")))
     return using
 
 
-def _pod_spec_uses(spec: Json, secret_name: str) -> bool:
+def secrets_used_by_pod(pod: Json) -> set[str]:
+    """Names of the Secrets a Pod references through env, envFrom, volumes or projected volumes."""
+    spec = pod.get("spec") or {}
+    used: set[str] = set()
     containers = [
         *(spec.get("containers") or []),
         *(spec.get("initContainers") or []),
@@ -179,15 +254,15 @@ def _pod_spec_uses(spec: Json, secret_name: str) -> bool:
     for container in containers:
         for env in container.get("env") or []:
             ref = (env.get("valueFrom") or {}).get("secretKeyRef") or {}
-            if ref.get("name") == secret_name:
-                return True
+            if ref.get("name"):
+                used.add(str(ref["name"]))
         for source in container.get("envFrom") or []:
-            if (source.get("secretRef") or {}).get("name") == secret_name:
-                return True
+            if (source.get("secretRef") or {}).get("name"):
+                used.add(str(source["secretRef"]["name"]))
     for volume in spec.get("volumes") or []:
-        if (volume.get("secret") or {}).get("secretName") == secret_name:
-            return True
+        if (volume.get("secret") or {}).get("secretName"):
+            used.add(str(volume["secret"]["secretName"]))
         for source in (volume.get("projected") or {}).get("sources") or []:
-            if (source.get("secret") or {}).get("name") == secret_name:
-                return True
-    return False
+            if (source.get("secret") or {}).get("name"):
+                used.add(str(source["secret"]["name"]))
+    return used

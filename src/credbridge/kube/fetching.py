@@ -231,3 +231,43 @@ def list_managed_secrets(
         namespace,
         label_selector=selector,
     )
+
+
+def read_credential_binding(api: client.ApiClient, namespace: str, name: str) -> Json | None:
+    """The CredentialBinding, or None when it does not exist."""
+    return _or_none_if_missing(
+        f"read CredentialBinding {namespace}/{name}",
+        client.CustomObjectsApi(api).get_namespaced_custom_object,
+        names.GROUP,
+        names.VERSION,
+        namespace,
+        names.CREDENTIAL_BINDING_PLURAL,
+        name,
+    )
+
+
+def list_credential_bindings(api: client.ApiClient, namespace: str) -> list[Json]:
+    """CredentialBindings in `namespace`."""
+    return _items(
+        f"list CredentialBindings in namespace {namespace}",
+        client.CustomObjectsApi(api).list_namespaced_custom_object,
+        names.GROUP,
+        names.VERSION,
+        namespace,
+        names.CREDENTIAL_BINDING_PLURAL,
+    )
+
+
+_WORKLOAD_READERS = {
+    "Deployment": "read_namespaced_deployment",
+    "StatefulSet": "read_namespaced_stateful_set",
+    "DaemonSet": "read_namespaced_daemon_set",
+}
+WORKLOAD_KINDS = tuple(_WORKLOAD_READERS)
+"""The apps/v1 workload kinds `read_workload` and `writing.restart_workload` handle."""
+
+
+def read_workload(api: client.ApiClient, kind: str, namespace: str, name: str) -> Json | None:
+    """The apps/v1 Deployment, StatefulSet or DaemonSet, or None when it does not exist."""
+    reader = getattr(client.AppsV1Api(api), _WORKLOAD_READERS[kind])
+    return _or_none_if_missing(f"read {kind} {namespace}/{name}", reader, name, namespace)

@@ -110,6 +110,37 @@ def patch_credential_share_status(
     )
 
 
+def patch_credential_binding_status(
+    api: client.ApiClient, namespace: str, name: str, patch: Json, *, resource_version: str | None = None
+) -> Json:
+    """Merge-patch a CredentialBinding's status subresource (only if still at `resource_version`, when given)."""
+    return _patch_status(
+        api, names.CREDENTIAL_BINDING_PLURAL, names.CREDENTIAL_BINDING_KIND, namespace, name, patch, resource_version
+    )
+
+
+_WORKLOAD_PATCHERS = {
+    "Deployment": "patch_namespaced_deployment",
+    "StatefulSet": "patch_namespaced_stateful_set",
+    "DaemonSet": "patch_namespaced_daemon_set",
+}
+
+
+def restart_workload(api: client.ApiClient, kind: str, namespace: str, name: str, annotations: dict[str, str]) -> bool:
+    """Merge `annotations` into a workload's pod template, which rolls its Pods out (as
+    `kubectl rollout restart` does); False when the workload does not exist."""
+    patcher = getattr(client.AppsV1Api(api), _WORKLOAD_PATCHERS[kind])
+    body = {"spec": {"template": {"metadata": {"annotations": annotations}}}}
+    with errors.translated(f"roll out {kind} {namespace}/{name}"):
+        try:
+            patcher(name, namespace, body, _preload_content=False)
+        except client.ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+    return True
+
+
 def create_credential(api: client.ApiClient, credential: Json) -> Json:
     """Create a Credential (the operator does this for mirrors)."""
     with errors.translated(f"create Credential {_where(credential)}"):

@@ -68,6 +68,9 @@ class Controller:
             write_failures_before_report=settings.write_failures_before_report,
         )
         metrics.STATE.set_share_source(self.shares.state_counts)
+        self.secret_listeners: list[Callable[[str | None, Key, Mapping[str, str]], None]] = []
+        """Also told of every Secret event, written through or not: (event type, key, labels). The
+        CredentialBinding reconciler listens here for its output Secrets and new managed content."""
         self._stopping = threading.Event()
         self._secret_watches: list[watching.SecretMetadataWatch] = []
         self._resync_thread = threading.Thread(target=self._resync_forever, name="resync", daemon=True)
@@ -152,9 +155,14 @@ class Controller:
     def secret_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A watch event on a managed Secret (label-selected): cache it, queue the Credential it belongs to."""
         view = views.SecretView.from_object(body)
+        stored = True
         if event_type == "DELETED":
             self.cache.remove_secret(view.key)
-        elif not self.cache.put_secret(view):
+        else:
+            stored = self.cache.put_secret(view)
+        for listener in self.secret_listeners:
+            listener(event_type, view.key, view.labels)
+        if not stored:
             return  # the cache already holds this version (our own write)
         owner = view.credential_name
         if owner:
@@ -169,6 +177,8 @@ class Controller:
         """
         key = (secret.namespace, secret.name)
         self.cache.note_secret_version(key, None if event_type == "DELETED" else secret.resource_version)
+        for listener in self.secret_listeners:
+            listener(event_type, key, secret.labels)
         for credential in self.cache.reading_secret(*key):
             self.queue.add(credential)
         for credential in self.cache.targeting_secret(*key):

@@ -12,8 +12,9 @@ from typing import Any
 
 import kopf
 
-from credbridge.core import admission, names
+from credbridge.core import admission, binding, names, views
 from credbridge.kube import fetching
+from credbridge.operator import bindings as bindings_module
 from credbridge.operator import controller as controller_module
 
 
@@ -33,6 +34,7 @@ def _metadata_only(body: Any) -> dict[str, Any]:
 def register(
     registry: kopf.OperatorRegistry,
     controller: controller_module.Controller,
+    bindings: bindings_module.BindingController,
     *,
     operator_username: str,
     webhooks: bool,
@@ -45,10 +47,21 @@ def register(
     @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_PLURAL, registry=registry)
     async def credential_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         controller.credential_changed(type, body)
+        bindings.credential_changed(type, body)
 
     @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_SHARE_PLURAL, registry=registry)
     async def share_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         controller.share_changed(type, body)
+        bindings.share_changed(type, body)
+
+    @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_BINDING_PLURAL, registry=registry)
+    async def binding_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        bindings.binding_changed(type, _plain(body))
+
+    @kopf.on.event("", "v1", "pods", registry=registry)
+    async def pod_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        # Which Secrets a Pod reads is all usage needs: its metadata and spec, never its status.
+        bindings.pod_changed(type, {"metadata": _plain(body)["metadata"], "spec": copy.deepcopy(dict(body.spec))})
 
     @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_TYPE_PLURAL, registry=registry)
     def type_event(type: str | None, body: kopf.Body, **_: Any) -> None:
@@ -81,12 +94,10 @@ def register(
         new_obj = _plain(new) if new is not None else None
         old_obj = _plain(old) if old is not None else None
         pods: list[str] = []
+        using: list[str] = []
         if operation == "DELETE" and old_obj is not None and not (old_obj.get("spec") or {}).get("sharedFrom"):
-            metadata = old_obj.get("metadata") or {}
-            secret_name = str((old_obj.get("spec") or {}).get("target", {}).get("secretName") or metadata.get("name"))
-            pods = admission.pods_using_secret(
-                fetching.list_pods(controller.api, str(metadata.get("namespace"))), secret_name
-            )
+            old_view = views.CredentialView.from_object(old_obj)
+            using, pods = bindings.usage(old_view.namespace, old_view.name, old_view.secret_name)
         decision = admission.review_credential(
             operation,
             new_obj,
@@ -96,6 +107,38 @@ def register(
             types=controller.types_including(str(((new_obj or old_obj or {}).get("spec") or {}).get("type", ""))),
             literal_secrets=controller.settings.admission.literal_secrets,
             pods_using_secret=pods,
+            bindings_using=using,
+        )
+        _enforce(decision, warnings)
+
+    @kopf.on.validate(
+        names.GROUP,
+        names.VERSION,
+        names.CREDENTIAL_BINDING_PLURAL,
+        id="validate-credentialbindings",
+        operations=["CREATE", "UPDATE"],
+        registry=registry,
+    )
+    def validate_binding(warnings: list[str], **kwargs: Any) -> None:
+        new, old = kwargs.get("new"), kwargs.get("old")
+        new_obj = _plain(new) if new is not None else None
+        view = binding.BindingView.from_object(new_obj or {})
+        credential = None
+        if binding.reference_problem(view.credential_name) is None:
+            cached = controller.cache.credential((view.namespace, view.credential_name))
+            credential = (
+                {"spec": dict(cached.spec)}
+                if cached is not None
+                else fetching.read_credential(controller.api, view.namespace, view.credential_name)
+            )
+        type_name = str(((credential or {}).get("spec") or {}).get("type", ""))
+        decision = admission.review_binding(
+            str(kwargs.get("operation")),
+            new_obj,
+            _plain(old) if old is not None else None,
+            credential=credential,
+            types=controller.types_including(type_name),
+            binding_secrets=bindings.settings.secrets,
         )
         _enforce(decision, warnings)
 

@@ -21,6 +21,7 @@ import kopf
 from credbridge import tls
 from credbridge.core import keyring, names, registry
 from credbridge.kube import builtins, connecting, errors, fetching, keyrings
+from credbridge.operator import bindings as bindings_module
 from credbridge.operator import controller as controller_module
 from credbridge.operator import handlers, metrics
 from credbridge.operator import settings as settings_module
@@ -167,6 +168,16 @@ def run(settings: settings_module.OperatorSettings) -> int:
         # standalone operator primes its cache and verifies everything at once; with peering,
         # kopf's first events of the active replica queue the work.
         logger.info("verifying %d existing Credentials", controller.prime())
+    bindings = bindings_module.BindingController(
+        api,
+        settings,
+        controller.cache,
+        keyring_now=controller.current_keyring,
+        types_now=controller.types,
+        env_policy=controller.env_policy,
+    )
+    controller.secret_listeners.append(bindings.secret_changed)
+    bindings.start()
     controller.start()
     stop_watching = threading.Event()
     keyrings.watch_changes(api, namespace, settings.keyring.secret_name, controller.keyring_changed, stop_watching)
@@ -175,7 +186,7 @@ def run(settings: settings_module.OperatorSettings) -> int:
 
     kopf_registry = kopf.OperatorRegistry()
     handlers.register(
-        kopf_registry, controller, operator_username=operator_username, webhooks=settings.admission.port > 0
+        kopf_registry, controller, bindings, operator_username=operator_username, webhooks=settings.admission.port > 0
     )
 
     @kopf.on.login(registry=kopf_registry)
@@ -205,6 +216,7 @@ def run(settings: settings_module.OperatorSettings) -> int:
         )
     finally:
         stop_watching.set()
+        bindings.stop()
         controller.stop()
     return 0
 

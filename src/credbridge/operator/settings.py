@@ -93,6 +93,21 @@ class ResyncSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class BindingSettings:
+    secrets: str = "allow"
+    """`allow` or `deny`: whether CredentialBindings may write plain Secrets (spec.secret) at all."""
+    rollouts: bool = True
+    """Whether the operator patches the workloads listed in a binding's spec.rollout (needs RBAC patch)."""
+    rollout_debounce: float = 2.0
+    """Seconds from a content change to the rollout it causes; further changes within them share it."""
+    target_recheck: float = 30.0
+    """Seconds between looks for a rollout target that does not exist yet."""
+
+
+BINDING_SECRET_MODES = ("allow", "deny")
+
+
+@dataclasses.dataclass(frozen=True)
 class OperatorSettings:
     watch: WatchSettings = dataclasses.field(default_factory=WatchSettings)
     env: EnvSettings = dataclasses.field(default_factory=EnvSettings)
@@ -100,6 +115,7 @@ class OperatorSettings:
     admission: AdmissionSettings = dataclasses.field(default_factory=AdmissionSettings)
     serving: ServingSettings = dataclasses.field(default_factory=ServingSettings)
     resync: ResyncSettings = dataclasses.field(default_factory=ResyncSettings)
+    bindings: BindingSettings = dataclasses.field(default_factory=BindingSettings)
     peering: str | None = None
     """kopf peering name for HA (a standby takes over when the active one dies); None = standalone."""
     peering_priority: int = 0

@@ -341,11 +341,14 @@ class ChartInstall:
         return f"system:serviceaccount:{self.namespace}:{self.service_account}"
 
 
-def install_chart(plane: controlplane.ControlPlane, namespace: str, webhook_port: int) -> ChartInstall:
+def install_chart(
+    plane: controlplane.ControlPlane, namespace: str, webhook_port: int, *, values: Sequence[str] = ()
+) -> ChartInstall:
     """`helm install` the chart into `namespace`, its webhook at https://127.0.0.1:`webhook_port`.
 
     `webhook.url` makes the chart issue its certificate for 127.0.0.1 and point the webhook
-    configuration at that address, where the test serves it. Uninstall with `helm uninstall`.
+    configuration at that address, where the test serves it. `values` are more `--set` values.
+    Uninstall with `helm uninstall`.
     """
     name = fixtures.unique_name("credbridge-e2e")
     helm(
@@ -359,6 +362,7 @@ def install_chart(plane: controlplane.ControlPlane, namespace: str, webhook_port
         "replicaCount=0",
         "--set",
         f"webhook.url=https://127.0.0.1:{webhook_port}",
+        *(argument for value in values for argument in ("--set", value)),
     )
     manifests = load_manifests(helm(plane, "get", "manifest", name, "-n", namespace).stdout)
     (service_account,) = (obj["metadata"]["name"] for obj in manifests if obj["kind"] == "ServiceAccount")
@@ -394,13 +398,16 @@ class AppliedExamples:
         return (self.team_b, f"{self.team_a}.production-openai")
 
 
-def apply_examples(plane: controlplane.ControlPlane, namespaces: fixtures.Namespaces) -> AppliedExamples:
+def apply_examples(
+    plane: controlplane.ControlPlane, namespaces: fixtures.Namespaces, *, team_a: str | None = None
+) -> AppliedExamples:
     """`kubectl apply` examples/ into two fresh namespaces (deleted with `namespaces`).
 
     The documented states assume CRED_DEMO_OPENAI_API_KEY is set in the operator's environment and
-    CRED_DEMO_ANTHROPIC_KEY is not.
+    CRED_DEMO_ANTHROPIC_KEY is not. `team_a` names the namespace team-a becomes (one the operator's
+    env policy already grants, say); by default a fresh name.
     """
-    team_a, team_b = fixtures.unique_name("team-a"), fixtures.unique_name("team-b")
+    team_a, team_b = team_a or fixtures.unique_name("team-a"), fixtures.unique_name("team-b")
     namespaces.created += [team_a, team_b]
     applied = fixtures.kubectl_run(
         plane, "apply", "-f", "-", input=examples({"team-a": team_a, "team-b": team_b}, fixtures.TEST_LABEL)

@@ -175,3 +175,93 @@ def open_managed_secret(
     loaded = keyrings.load(api, operator_namespace, names.DEFAULT_KEYRING_SECRET)
     assert loaded is not None, f"no keyring in {operator_namespace}"
     return dict(planning.open_managed_secret(view, planning.SecretView.from_object(secret), loaded[0]))
+
+
+def binding_body(
+    name: str,
+    credential: str,
+    *,
+    template: Mapping[str, str] | None = None,
+    secret: str | None = None,
+    rollout: list[tuple[str, str]] | None = None,
+) -> Json:
+    """A CredentialBinding manifest; `secret` defaults to the binding's name ("" for no Secret output)."""
+    spec: Json = {"credential": credential}
+    if template is not None:
+        spec["template"] = dict(template)
+    secret_name = name if secret is None else secret
+    if secret_name:
+        spec["secret"] = {"name": secret_name}
+    if rollout:
+        spec["rollout"] = [{"kind": kind, "name": target} for kind, target in rollout]
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.CREDENTIAL_BINDING_KIND,
+        "metadata": {"name": name, "labels": dict(TEST_LABEL)},
+        "spec": spec,
+    }
+
+
+def create_binding(api: client.ApiClient, namespace: str, body: Json) -> Json:
+    created: Json = client.CustomObjectsApi(api).create_namespaced_custom_object(
+        names.GROUP, names.VERSION, namespace, names.CREDENTIAL_BINDING_PLURAL, body
+    )
+    return created
+
+
+def patch_binding(api: client.ApiClient, namespace: str, name: str, patch: Json) -> Json:
+    patched: Json = client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        names.GROUP, names.VERSION, namespace, names.CREDENTIAL_BINDING_PLURAL, name, patch
+    )
+    return patched
+
+
+def get_binding(api: client.ApiClient, namespace: str, name: str) -> Json | None:
+    return fetching.read_credential_binding(api, namespace, name)
+
+
+def wait_for_binding(
+    api: client.ApiClient, namespace: str, name: str, reason: str, timeout: float = 60.0, condition: str = "Ready"
+) -> Json:
+    """Wait until the binding's `condition` has `reason`; return the binding."""
+
+    def check() -> Json | None:
+        body = get_binding(api, namespace, name)
+        found = next(
+            (c for c in ((body or {}).get("status") or {}).get("conditions") or [] if c.get("type") == condition),
+            None,
+        )
+        return body if found and found.get("reason") == reason else None
+
+    try:
+        result: Json = wait_until(check, timeout, f"CredentialBinding {namespace}/{name} to report {reason}")
+    except AssertionError:
+        last = ((get_binding(api, namespace, name) or {}).get("status") or {}).get("conditions")
+        raise AssertionError(
+            f"CredentialBinding {namespace}/{name} did not reach {condition}={reason}; conditions: {last}"
+        ) from None
+    return result
+
+
+def deployment_body(name: str) -> Json:
+    """A Deployment that needs no image to exist: nothing here runs a kubelet, only the object matters."""
+    labels = {"app": name, **TEST_LABEL}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
+            },
+        },
+    }
+
+
+def pod_template_annotations(api: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
+    """The pod-template annotations of a Deployment (where a rollout restart shows)."""
+    deployment = client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
+    return dict(deployment.spec.template.metadata.annotations or {})
