@@ -122,7 +122,7 @@ class OperatorSettings:
     """Priority among peers: the highest-priority live replica works, the others stand by."""
     peering_lifetime: int = 20
     """Seconds a peer stays "alive" without renewing its entry: the failover time after a crash."""
-    workers: int = 16
+    workers: int = 32
     """Reconcile worker threads. A reconcile mostly waits for the API server (two writes for a new
     Credential), so throughput grows with concurrent reconciles, not with CPUs."""
     write_failures_before_report: int = 3
