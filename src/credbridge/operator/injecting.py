@@ -8,12 +8,15 @@ patch. Refusals name the annotation and the fix.
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 import kopf
 
 from credbridge.core import injection, names
 from credbridge.kube import errors, fetching
+
+logger = logging.getLogger(__name__)
 
 
 def register(
@@ -47,6 +50,7 @@ def register(
             ) from None
         labels = ((found or {}).get("metadata") or {}).get("labels") or {}
         plan = injection.plan_injection(pod, labels, settings)
+        logger.debug("injection into a Pod in %s: %s", namespace, type(plan).__name__)
         if isinstance(plan, injection.Refusal):
             raise kopf.AdmissionError(plan.message, code=400)
         if isinstance(plan, injection.Skip):
