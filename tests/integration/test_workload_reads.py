@@ -222,11 +222,12 @@ def test_without_use_the_answer_names_the_missing_permission(
     refused = endpoint.read(namespace, "credentials", "openai", token)
     assert refused.status == 403
     assert refused.json["reason"] == "Forbidden"
-    assert refused.message.startswith(
+    assert refused.message == (
         f"system:serviceaccount:{namespace}:chat may not use credentials/openai in namespace {namespace}: "
-        "grant verb use on credentials.credbridge.io named openai"
+        f"grant it with a Role in {namespace} holding the rule {{apiGroups: [credbridge.io], resources: "
+        "[credentials], resourceNames: [openai], verbs: [use]} and a RoleBinding to "
+        f"system:serviceaccount:{namespace}:chat; the Credential must exist"
     )
-    assert f"kubectl create role NAME -n {namespace} --verb=use" in refused.message
 
 
 def test_use_on_one_credential_does_not_read_another(
@@ -469,7 +470,7 @@ def test_credbridge_env_execs_the_command_with_the_values(
     assert refused.returncode == 3
     assert refused.stderr.startswith(
         f"credbridge env: Credential {namespace}/nope: system:serviceaccount:{namespace}:chat may not use "
-        f"credentials/nope in namespace {namespace}: grant verb use"
+        f"credentials/nope in namespace {namespace}: grant it with a Role"
     )
     assert len(refused.stderr.strip().splitlines()) == 1
 

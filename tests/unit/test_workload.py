@@ -123,7 +123,10 @@ def test_forbidden_names_the_identity_the_verb_the_object_and_the_fix() -> None:
     answer = workload.forbidden(CHAT, TARGET)
     assert answer.status == 403
     assert answer.message.startswith(f"{CHAT.username} may not use credentials/openai in namespace team-b")
-    assert "--verb=use --resource=credentials.credbridge.io --resource-name=openai" in answer.message
+    assert (
+        "a Role in team-b holding the rule {apiGroups: [credbridge.io], resources: [credentials], "
+        "resourceNames: [openai], verbs: [use]} and a RoleBinding to system:serviceaccount:team-b:chat"
+    ) in answer.message
 
 
 def test_a_missing_credential_answers_exactly_like_a_missing_permission() -> None:

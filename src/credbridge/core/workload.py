@@ -185,16 +185,19 @@ def rate_limited(identity: reviewcache.Identity, retry_after: float, rate: float
 
 
 def forbidden(identity: reviewcache.Identity, target: Target) -> Answer:
-    """The answer to a caller without `use` on the target — and, word for word, to one naming a missing object."""
+    """The answer to a caller without `use` on the target — and, word for word, to one naming a missing object.
+
+    The fix is a Role (kubectl create role refuses the verb `use` on custom resources, so the rule
+    is spelled out for a manifest).
+    """
     user = identity.username
-    resource = f"{target.plural}.{names.GROUP}"
     return refusal(
         403,
         "forbidden",
-        f"{user} may not use {target.plural}/{target.name} in namespace {target.namespace}: grant verb "
-        f"{names.USE_VERB} on {resource} named {target.name} with a Role in {target.namespace} and bind it to "
-        f"{user} (kubectl create role NAME -n {target.namespace} --verb={names.USE_VERB} --resource={resource} "
-        f"--resource-name={target.name}); the {target.kind} must exist",
+        f"{user} may not use {target.plural}/{target.name} in namespace {target.namespace}: grant it with a Role "
+        f"in {target.namespace} holding the rule {{apiGroups: [{names.GROUP}], resources: [{target.plural}], "
+        f"resourceNames: [{target.name}], verbs: [{names.USE_VERB}]}} and a RoleBinding to {user}; "
+        f"the {target.kind} must exist",
     )
 
 
