@@ -179,7 +179,14 @@ class ReadEndpoint:
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        answer, namespace, kind, who, what = await self._answer(request)
+        try:
+            answer, namespace, kind, who, what = await self._answer(request)
+        except Exception as error:
+            # A bug, not a refusal: answer 500 and log the exception's class only — its message or
+            # traceback could quote whatever the failing code held.
+            logger.error("workload read failed with %s", type(error).__name__)
+            answer = workload.refusal(500, "error", "the operator failed to answer: see its log")
+            namespace, kind, who, what = "", "", "(unknown)", "a request"
         elapsed = time.perf_counter() - started
         metrics.WORKLOAD_READS.labels(namespace, kind, answer.result).inc()
         metrics.WORKLOAD_READ_SECONDS.labels(answer.result).observe(elapsed)
