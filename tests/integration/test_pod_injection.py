@@ -160,6 +160,10 @@ def test_bad_annotations_are_refused_with_the_fix(
         assert "denied the request" in result.stderr and fragment in result.stderr, result.stderr
 
 
+@pytest.mark.skipif(
+    not (controlplane.CRDS_DIR / "credbridge.io_credentialbindings.yaml").exists(),
+    reason="the CredentialBinding CRD is not in crds/ yet (it comes with the bindings branch)",
+)
 def test_the_injected_init_container_fetches_the_binding_into_files(
     kube_api: client.ApiClient, namespaces: Namespaces, tmp_path: pathlib.Path
 ) -> None:

@@ -502,3 +502,90 @@ def test_credbridge_fetch_writes_read_only_files(
     assert stat.S_IMODE((directory / "openAIApiKey").stat().st_mode) == 0o400
     assert sorted(p.name for p in directory.iterdir()) == ["openAIApiKey"]
     assert OPENAI_KEY not in result.stderr
+
+
+# ---- CredentialBindings ---------------------------------------------------------------------------
+
+needs_bindings = pytest.mark.skipif(
+    not (controlplane.CRDS_DIR / "credbridge.io_credentialbindings.yaml").exists(),
+    reason="the CredentialBinding CRD is not in crds/ yet (it comes with the bindings branch)",
+)
+
+
+def create_binding(api: client.ApiClient, namespace: str, name: str, credential: str, template: dict[str, str]) -> None:
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        names.GROUP,
+        names.VERSION,
+        namespace,
+        names.CREDENTIAL_BINDING_PLURAL,
+        {
+            "apiVersion": names.API_VERSION,
+            "kind": names.CREDENTIAL_BINDING_KIND,
+            "metadata": {"name": name, "labels": {"created-by": "credbridge-tests"}},
+            "spec": {"credential": credential, "template": template},
+        },
+    )
+
+
+@needs_bindings
+def test_use_on_a_binding_reads_its_rendered_template_and_nothing_else(
+    kube_api: client.ApiClient, namespaces: Namespaces, endpoint: workloads.EndpointClient
+) -> None:
+    namespace = namespaces.create("wl")
+    ready_credential(kube_api, namespace, "openai")
+    create_binding(
+        kube_api,
+        namespace,
+        "chat-openai",
+        "openai",
+        {"OPENAI_API_KEY": "${openAIApiKey}", "AUTH": "Bearer ${openAIApiKey}"},
+    )
+    create_binding(kube_api, namespace, "broken", "missing", {"X": "${openAIApiKey}"})
+    workloads.create_service_account(kube_api, namespace, "chat")
+    workloads.grant_use(
+        kube_api, namespace, "chat", names.CREDENTIAL_BINDING_PLURAL, ["chat-openai", "broken", "ghost"]
+    )
+    token = workloads.request_token(kube_api, namespace, "chat")
+
+    read = wait_for(
+        lambda: (r := endpoint.read(namespace, "credentialbindings", "chat-openai", token)).status == 200 and r,
+        timeout=20,
+        message="the binding to be readable",
+    )
+    assert read.json["data"] == {"OPENAI_API_KEY": OPENAI_KEY, "AUTH": f"Bearer {OPENAI_KEY}"}
+    assert (read.json["kind"], read.json["credential"]) == ("CredentialBinding", "openai")
+    assert read.headers["cache-control"] == "no-store"
+
+    # `use` on the binding is not `use` on the Credential behind it.
+    assert endpoint.read(namespace, "credentials", "openai", token).status == 403
+    # A binding naming a missing Credential says so — to whoever may use the binding.
+    broken = endpoint.read(namespace, "credentialbindings", "broken", token)
+    assert broken.status == 503 and "names Credential missing, which does not exist" in broken.message
+    # A binding that does not exist answers like one the caller may not use.
+    workloads.create_service_account(kube_api, namespace, "other")
+    other = workloads.request_token(kube_api, namespace, "other")
+    ghost = endpoint.read(namespace, "credentialbindings", "ghost", token)
+    assert ghost.status == 403 and ghost.message.startswith(
+        f"system:serviceaccount:{namespace}:chat may not use credentialbindings/ghost"
+    )
+    no_permission = endpoint.read(namespace, "credentialbindings", "chat-openai", other)
+    assert no_permission.status == 403 and "may not use credentialbindings/chat-openai" in no_permission.message
+
+
+@needs_bindings
+def test_a_binding_over_a_credential_with_ungranted_env_values_is_refused(
+    kube_api: client.ApiClient, namespaces: Namespaces, endpoint: workloads.EndpointClient
+) -> None:
+    namespace = namespaces.create("wl")
+    ready_credential(kube_api, namespace, "stolen", "<<CRED_SHARED_OPENAI>>")
+    create_binding(kube_api, namespace, "steal", "stolen", {"KEY": "${openAIApiKey}"})
+    workloads.create_service_account(kube_api, namespace, "chat")
+    workloads.grant_use(kube_api, namespace, "chat", names.CREDENTIAL_BINDING_PLURAL, None)
+    token = workloads.request_token(kube_api, namespace, "chat")
+    refused = wait_for(
+        lambda: (r := endpoint.read(namespace, "credentialbindings", "steal", token)).status == 403 and r,
+        timeout=20,
+        message="the read to be refused",
+    )
+    assert "CRED_SHARED_OPENAI" in refused.message
+    assert SHARED_KEY.encode() not in refused.body
