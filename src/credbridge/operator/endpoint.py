@@ -113,6 +113,9 @@ class ReadEndpoint:
         self.reviews = reviewcache.ReviewCache(settings.token_review_ttl, settings.token_cache_size)
         self._pool = concurrent.futures.ThreadPoolExecutor(settings.workers, thread_name_prefix="credbridge-read")
         self._pending: dict[str, asyncio.Future[reviewcache.TokenReview]] = {}
+        """Token hash → the TokenReview in flight for it, which concurrent requests with that token await."""
+        self._review_slots = asyncio.Semaphore(settings.workers)
+        """Bounds the TokenReviews asked at once, whatever the number of distinct tokens presented."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._started = threading.Event()
@@ -139,6 +142,7 @@ class ReadEndpoint:
         )
 
     def alive(self) -> bool:
+        """Tells whether the server thread still runs (the liveness probe asks)."""
         return self._thread.is_alive()
 
     def stop(self) -> None:
@@ -159,7 +163,6 @@ class ReadEndpoint:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        self._review_slots = asyncio.Semaphore(self.settings.workers)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.certificate.certfile, self.certificate.pkeyfile)
