@@ -134,23 +134,30 @@ class Scenario:
         log = self.workdir / f"operator-{self.starts}.log"
         self.starts += 1
         progress(f"reads: starting `credbridge run` with --token-review-ttl {token_review_ttl:g} (log: {log})")
-        self.operator = operator.start(
-            self.plane.kubeconfig,
-            log,
-            args=[
-                "--operator-namespace",
-                OPERATOR_NAMESPACE,
-                "--webhook-port",
-                "0",
-                *self.certificate.args,
-                "--read-rate",
-                "1000000",
-                "--read-burst",
-                "1000000",
-                "--token-review-ttl",
-                str(token_review_ttl),
-            ],
-        )
+        args = [
+            "--operator-namespace",
+            OPERATOR_NAMESPACE,
+            "--webhook-port",
+            "0",
+            *self.certificate.args,
+            "--read-rate",
+            "1000000",
+            "--read-burst",
+            "1000000",
+            "--token-review-ttl",
+            str(token_review_ttl),
+        ]
+        for attempt in (1, 2, 3):
+            try:
+                self.operator = operator.start(self.plane.kubeconfig, log, args=args)
+                break
+            except RuntimeError as error:
+                # The free ports it was given can be taken by another process before it binds them
+                # (a busy shared machine): start again with new ones.
+                if "address already in use" not in str(error) or attempt == 3:
+                    raise
+                progress("reads: a port was taken meanwhile; starting the operator again")
+        assert self.operator is not None
         return self.operator
 
     def setup(self) -> tuple[Target, Target]:
