@@ -315,7 +315,7 @@ def test_no_canary_leaves_ciphertext(
     assert '"level": "debug"' in haystacks["operator logs"]
     assert any(key.startswith("event ") and "EnvReferenceForbidden" in text for key, text in haystacks.items())
     # The workload reads ran every path: values were served, and refused for each reason.
-    assert ENV_CANARY in values_read and REF_CANARY in values_read and LITERAL_CANARY in values_read
+    assert ENV_CANARY in values_read and REF_CANARY_2 in values_read and LITERAL_CANARY in values_read
     read_results = {
         line.split('result="')[1].split('"')[0]
         for line in metrics_text.splitlines()

@@ -160,10 +160,6 @@ def test_bad_annotations_are_refused_with_the_fix(
         assert "denied the request" in result.stderr and fragment in result.stderr, result.stderr
 
 
-@pytest.mark.skipif(
-    not (controlplane.CRDS_DIR / "credbridge.io_credentialbindings.yaml").exists(),
-    reason="the CredentialBinding CRD is not in crds/ yet (it comes with the bindings branch)",
-)
 def test_the_injected_init_container_fetches_the_binding_into_files(
     kube_api: client.ApiClient, namespaces: Namespaces, tmp_path: pathlib.Path
 ) -> None:
@@ -172,17 +168,10 @@ def test_the_injected_init_container_fetches_the_binding_into_files(
         kube_api, namespace, objects.credential_body("openai", "openAIApi", {"openAIApiKey": "<<CRED_INJ_OPENAI>>"})
     )
     objects.wait_for_reason(kube_api, namespace, "openai", "Encrypted")
-    client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
-        names.GROUP,
-        names.VERSION,
+    objects.create_binding(  # no plain Secret: the values reach the Pod only through the endpoint
+        kube_api,
         namespace,
-        names.CREDENTIAL_BINDING_PLURAL,
-        {
-            "apiVersion": names.API_VERSION,
-            "kind": names.CREDENTIAL_BINDING_KIND,
-            "metadata": {"name": "chat-openai", "labels": dict(TEST_LABEL)},
-            "spec": {"credential": "openai", "template": {"OPENAI_API_KEY": "${openAIApiKey}"}},
-        },
+        objects.binding_body("chat-openai", "openai", template={"OPENAI_API_KEY": "${openAIApiKey}"}, secret=""),
     )
     workloads.create_service_account(kube_api, namespace, "chat")
     workloads.grant_use(kube_api, namespace, "chat", names.CREDENTIAL_BINDING_PLURAL, ["chat-openai"])

@@ -506,28 +506,12 @@ def test_credbridge_fetch_writes_read_only_files(
 
 # ---- CredentialBindings ---------------------------------------------------------------------------
 
-needs_bindings = pytest.mark.skipif(
-    not (controlplane.CRDS_DIR / "credbridge.io_credentialbindings.yaml").exists(),
-    reason="the CredentialBinding CRD is not in crds/ yet (it comes with the bindings branch)",
-)
-
 
 def create_binding(api: client.ApiClient, namespace: str, name: str, credential: str, template: dict[str, str]) -> None:
-    client.CustomObjectsApi(api).create_namespaced_custom_object(
-        names.GROUP,
-        names.VERSION,
-        namespace,
-        names.CREDENTIAL_BINDING_PLURAL,
-        {
-            "apiVersion": names.API_VERSION,
-            "kind": names.CREDENTIAL_BINDING_KIND,
-            "metadata": {"name": name, "labels": {"created-by": "credbridge-tests"}},
-            "spec": {"credential": credential, "template": template},
-        },
-    )
+    """A binding for workload reads only: no plain Secret output."""
+    objects.create_binding(api, namespace, objects.binding_body(name, credential, template=template, secret=""))
 
 
-@needs_bindings
 def test_use_on_a_binding_reads_its_rendered_template_and_nothing_else(
     kube_api: client.ApiClient, namespaces: Namespaces, endpoint: workloads.EndpointClient
 ) -> None:
@@ -572,7 +556,6 @@ def test_use_on_a_binding_reads_its_rendered_template_and_nothing_else(
     assert no_permission.status == 403 and "may not use credentialbindings/chat-openai" in no_permission.message
 
 
-@needs_bindings
 def test_a_binding_over_a_credential_with_ungranted_env_values_is_refused(
     kube_api: client.ApiClient, namespaces: Namespaces, endpoint: workloads.EndpointClient
 ) -> None:
