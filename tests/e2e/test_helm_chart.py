@@ -18,6 +18,7 @@ the API server and agree with the installed ones is checked with a server-side d
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import pathlib
@@ -25,9 +26,10 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from kubernetes import client
 
 from credbridge.local import controlplane, operator
-from credbridge.testing import e2e, fixtures
+from credbridge.testing import e2e, fixtures, workloads
 from credbridge.testing.fixtures import TEST_LABEL, AuditLog, Namespaces, kubectl_run, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -242,3 +244,63 @@ def test_webhook_denies_invalid_credential_at_apply(
     assert literal_value not in accepted.stderr, "the admission warning echoed the secret value"
     problems = e2e.rbac_problems(helm_release.operator.logs(), audit.events(), helm_release.service_account_user)
     assert problems == [], "the chart's ClusterRole lacks what the operator does:\n" + "\n".join(problems)
+
+
+def test_a_workload_reads_through_the_chart_endpoint_under_the_chart_rbac(
+    control_plane: controlplane.ControlPlane,
+    kube_api: client.ApiClient,
+    helm_release: Release,
+    namespace: str,
+    audit: AuditLog,
+) -> None:
+    """The operator, as the chart's ServiceAccount, reviews a workload's token and its `use` permission
+    (the chart's ClusterRole grants tokenreviews and subjectaccessreviews) and serves the values over
+    the chart's certificate; without `use` it refuses, and the chart's roles do not grant `use`."""
+    literal_value = f"sk-e2e-read-{uuid.uuid4().hex}"
+    applied = kubectl_run(
+        control_plane,
+        "apply",
+        "-f",
+        "-",
+        input=e2e.credential_manifest(namespace, "openai", {"openAIApiKey": literal_value}, TEST_LABEL),
+    )
+    assert applied.returncode == 0, applied.stderr
+    wait_for(
+        lambda: "Encrypted" in control_plane.kubectl("get", "credential", "openai", "-n", namespace),
+        message="the Credential to be encrypted",
+    )
+    workloads.create_service_account(kube_api, namespace, "chat")
+    token = workloads.request_token(kube_api, namespace, "chat")
+    ca = base64.b64decode(
+        e2e.kubectl_json(control_plane, "get", "secret", helm_release.cert_secret, "-n", helm_release.namespace)[
+            "data"
+        ]["ca.crt"]
+    ).decode()
+    reader = workloads.EndpointClient(helm_release.operator.endpoint_port, ca)
+    try:
+        refused = reader.read(namespace, "credentials", "openai", token)
+        assert refused.status == 403 and "may not use credentials/openai" in refused.message
+        # Namespace editors (Kubernetes' edit role, which aggregates the chart's) do not get `use` by default.
+        client.RbacAuthorizationV1Api(kube_api).create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": {"name": "alice-edit", "labels": dict(TEST_LABEL)},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+                "subjects": [{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}],
+            },
+        )
+
+        def alice_can(*what: str) -> str:
+            return kubectl_run(control_plane, "auth", "can-i", *what, "-n", namespace, "--as", "alice").stdout.strip()
+
+        wait_for(lambda: alice_can("create", "credentials.credbridge.io") == "yes", message="edit to aggregate")
+        assert alice_can("use", "credentials.credbridge.io/openai") == "no"
+        workloads.grant_use(kube_api, namespace, "chat", "credentials", ["openai"])
+        allowed = reader.read(namespace, "credentials", "openai", token)
+        assert allowed.status == 200, allowed.body
+        assert allowed.json["data"] == {"openAIApiKey": literal_value}
+    finally:
+        reader.close()
+    problems = e2e.rbac_problems(helm_release.operator.logs(), audit.events(), helm_release.service_account_user)
+    assert problems == [], "the chart's ClusterRole lacks what the operator does:\n" + "\n".join(problems)
+    assert literal_value not in helm_release.operator.logs()

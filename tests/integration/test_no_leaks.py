@@ -1,7 +1,8 @@
 """Zero-leak guarantee: canary values planted through the environment, Secret references and literals
-never show up in operator logs (debug level, text and JSON), Events, statuses, labels, annotations,
-admission responses, CredentialBinding statuses, rollout annotations or the audit log — only inside
-ciphertext and the data of CredentialBinding Secrets."""
+never show up in operator logs (debug level, text and JSON), metrics, Events, statuses, labels,
+annotations, admission responses, CredentialBinding statuses, rollout annotations, refusals of the
+workload read endpoint or the audit log — only inside ciphertext, the data of CredentialBinding
+Secrets, and the body of a read the caller was allowed to make."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from kubernetes import client
 from credbridge.core import names
 from credbridge.kube import keyrings
 from credbridge.local import controlplane
-from credbridge.testing import objects
+from credbridge.testing import objects, workloads
 from credbridge.testing.fixtures import Namespaces
 
 pytestmark = pytest.mark.cluster
@@ -37,13 +38,63 @@ def operator_env() -> dict[str, str]:
         "OTHER_CANARY": FORBIDDEN_CANARY,
         "CREDBRIDGE_CANARY": SETTING_CANARY,
         "CRED_BIG": ENV_CANARY * 2100,
+        "CRED_UNGRANTED": ENV_CANARY,
     }
 
 
 @pytest.fixture(scope="module")
-def operator_args() -> list[str]:
-    # CRED_CANARY is granted to the test's namespaces, so CredentialBindings may render it.
-    return ["--log-format", "text", "--env-policy", "CRED_CANARY=leak-*", "--rollout-debounce", "1"]
+def endpoint_certificate(tmp_path_factory: pytest.TempPathFactory) -> workloads.EndpointCertificate:
+    return workloads.endpoint_certificate(tmp_path_factory.mktemp("endpoint-cert"))
+
+
+@pytest.fixture(scope="module")
+def operator_args(endpoint_certificate: workloads.EndpointCertificate) -> list[str]:
+    # CRED_CANARY is granted to the test namespaces, so CredentialBindings may render it and workloads read it;
+    # CRED_UNGRANTED is allowed but granted nowhere, so reading it exercises the tenancy refusal.
+    return [
+        "--log-format",
+        "text",
+        *endpoint_certificate.args,
+        "--env-policy",
+        "CRED_CANARY=leak-*",
+        "--read-burst",
+        "30",
+        "--read-rate",
+        "1",
+        "--rollout-debounce",
+        "1",
+    ]
+
+
+def _workload_reads(
+    api: client.ApiClient, port: int, ca_pem: str, reads: dict[str, list[str]], token: str
+) -> tuple[list[str], list[str]]:
+    """Reads every object named in `reads` (namespace → names; `credentialbindings/NAME` for a binding, else a
+    Credential) with `token`, plus refused reads and a burst over the rate limit; returns the refusal bodies
+    and the values of the allowed reads."""
+    reader = workloads.EndpointClient(port, ca_pem)
+    refusals: list[str] = []
+    allowed: list[str] = []
+    try:
+        for namespace, names_ in reads.items():
+            for entry in names_:
+                plural, _, name = entry.rpartition("/")
+                response = reader.read(namespace, plural or names.CREDENTIAL_PLURAL, name, token)
+                if response.status == 200:
+                    allowed.extend(response.json["data"].values())
+                else:
+                    refusals.append(f"{response.status} {response.headers} {response.body.decode()}")
+        namespace, name = next((ns, n[0]) for ns, n in reads.items() if n)
+        for bad in (None, "not-a-token"):
+            response = reader.read(namespace, names.CREDENTIAL_PLURAL, name, bad)
+            refusals.append(f"{response.status} {response.headers} {response.body.decode()}")
+        for _ in range(40):  # over --read-burst: some are refused with 429
+            response = reader.read(namespace, names.CREDENTIAL_PLURAL, name, token)
+            if response.status != 200:
+                refusals.append(f"{response.status} {response.headers} {response.body.decode()}")
+    finally:
+        reader.close()
+    return refusals, allowed
 
 
 def _expect_refusal(call: Any) -> str:
@@ -57,6 +108,7 @@ def test_no_canary_leaves_ciphertext(
     kube_api: client.ApiClient,
     namespaces: Namespaces,
     credbridge_operator,  # type: ignore[no-untyped-def]
+    endpoint_certificate: workloads.EndpointCertificate,
 ) -> None:
     owner = namespaces.create("leak-a")
     target = namespaces.create("leak-b", annotations={names.ACCEPT_SHARES_ANNOTATION: owner})
@@ -71,6 +123,7 @@ def test_no_canary_leaves_ciphertext(
             "embedded", "PostgresUrl", {"postgresUrl": "postgres://u:<<CRED_CANARY>>@db/app"}
         ),
         "literal": objects.credential_body("literal", "openAIApi", {"openAIApiKey": LITERAL_CANARY}),
+        "ungranted": objects.credential_body("ungranted", "openAIApi", {"openAIApiKey": "<<CRED_UNGRANTED>>"}),
     }
     bad = {
         "forbidden": objects.credential_body("forbidden", "openAIApi", {"openAIApiKey": "<<OTHER_CANARY>>"}),
@@ -95,7 +148,7 @@ def test_no_canary_leaves_ciphertext(
     }
     for body in good.values():
         create(body)
-    for name in ("env", "ref-cred", "embedded", "literal"):
+    for name in ("env", "ref-cred", "embedded", "literal", "ungranted"):
         objects.wait_for_reason(kube_api, owner, name, "Encrypted")
     env_id = objects.get_credential(kube_api, owner, "env")["status"]["id"]  # type: ignore[index]
     bad["duplicate"]["spec"]["id"] = env_id
@@ -182,11 +235,53 @@ def test_no_canary_leaves_ciphertext(
         ),
         what="rotation to reach the mirror",
     )
+
+    # Workload reads of every Credential, allowed and refused, in both log formats.
+    for account_namespace in (owner, target):
+        workloads.create_service_account(kube_api, account_namespace, "reader")
+        workloads.grant_use(kube_api, account_namespace, "reader", names.CREDENTIAL_PLURAL, None)
+        workloads.grant_use(kube_api, account_namespace, "reader", names.CREDENTIAL_BINDING_PLURAL, None)
+    bindings_read = ("env-binding", "ref-binding", "not-granted", "not-ready", "literal-binding", "ghost")
+    reads = {
+        owner: [
+            *(body["metadata"]["name"] for body in [*good.values(), *bad.values()]),
+            "ghost",
+            *(f"{names.CREDENTIAL_BINDING_PLURAL}/{name}" for name in bindings_read),
+        ],
+        target: [f"{owner}.env"],
+    }
+    refusals_seen: list[str] = []
+    values_read: list[str] = []
+
+    def read_everything() -> None:
+        for account_namespace in (owner, target):
+            token = workloads.request_token(kube_api, account_namespace, "reader")
+            refused, allowed = _workload_reads(
+                kube_api,
+                credbridge_operator.process.endpoint_port,
+                endpoint_certificate.ca_pem,
+                {
+                    account_namespace: reads[account_namespace],
+                    (target if account_namespace == owner else owner): ["env"],
+                },
+                token,
+            )
+            refusals_seen.extend(refused)
+            values_read.extend(allowed)
+
+    read_everything()
     credbridge_operator.restart(extra_args=("--log-format", "json"))  # the scan covers both formats
     objects.wait_until(lambda: 'result="unchanged"' in credbridge_operator.process.metrics(), what="resync")
+    read_everything()
+    metrics_text = credbridge_operator.process.metrics()
 
     # --- the scan -------------------------------------------------------------------------
-    haystacks: dict[str, str] = {"operator logs": credbridge_operator.logs(), "admission refusals": "\n".join(refusals)}
+    haystacks: dict[str, str] = {
+        "operator logs": credbridge_operator.logs(),
+        "admission refusals": "\n".join(refusals),
+        "operator metrics": metrics_text,
+        "workload read refusals": "\n".join(refusals_seen),
+    }
     custom, core = client.CustomObjectsApi(kube_api), client.CoreV1Api(kube_api)
     for plural in (names.CREDENTIAL_PLURAL, names.CREDENTIAL_SHARE_PLURAL, names.CREDENTIAL_BINDING_PLURAL):
         for item in custom.list_cluster_custom_object(names.GROUP, names.VERSION, plural)["items"]:
@@ -219,3 +314,14 @@ def test_no_canary_leaves_ciphertext(
     assert "DEBUG" in haystacks["operator logs"]
     assert '"level": "debug"' in haystacks["operator logs"]
     assert any(key.startswith("event ") and "EnvReferenceForbidden" in text for key, text in haystacks.items())
+    # The workload reads ran every path: values were served, and refused for each reason.
+    assert ENV_CANARY in values_read and REF_CANARY_2 in values_read and LITERAL_CANARY in values_read
+    read_results = {
+        line.split('result="')[1].split('"')[0]
+        for line in metrics_text.splitlines()
+        if line.startswith("credbridge_workload_reads_total{")
+    }
+    assert {"ok", "unauthenticated", "forbidden", "rate_limited", "not_ready", "not_plaintext"} <= read_results
+    assert "workload read of credentials/ungranted" in haystacks["operator logs"]
+    assert "workload read of credentialbindings/env-binding" in haystacks["operator logs"]
+    assert f"https://x:{ENV_CANARY}@h" in values_read  # the binding's rendered template was served

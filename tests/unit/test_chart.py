@@ -374,3 +374,124 @@ def test_readme_documents_every_value() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     missing = [key for key in keys(values) if f"| `{key}` |" not in readme]
     assert not missing, f"charts/credbridge/README.md does not document: {missing}"
+
+
+# ---- workload reads and Pod injection ------------------------------------------------------------
+
+
+def test_the_read_endpoint_serves_the_webhook_certificate_through_the_service(helm: pathlib.Path) -> None:
+    objects = render(helm)
+    args = container_args(objects)
+    assert "--endpoint-port=8443" in args
+    assert "--endpoint-certfile=/etc/credbridge/webhook/tls.crt" in args
+    assert "--endpoint-pkeyfile=/etc/credbridge/webhook/tls.key" in args
+    assert "--endpoint-cafile=/etc/credbridge/webhook/ca.crt" in args
+    assert f"--endpoint-url=https://credbridge.{NAMESPACE}.svc:8443" in args
+    assert {"--read-rate=10", "--read-burst=50", "--token-review-ttl=10"} <= set(args)
+    assert "--inject-image=ghcr.io/credbridge/credbridge:0.1.0" in args
+    ports = {port["name"]: port for port in find(objects, "Service")["spec"]["ports"]}
+    assert ports["reads"]["port"] == 8443 and ports["reads"]["targetPort"] == "reads"
+    secret = find(objects, "Secret")
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"credbridge.{NAMESPACE}.svc" in sans.get_values_for_type(x509.DNSName)
+
+
+def test_the_operator_may_review_tokens_and_access_only_with_the_endpoint(helm: pathlib.Path) -> None:
+    def review_rules(*args: str) -> list[tuple[str, str, tuple[str, ...]]]:
+        role = operator_role(render(helm, *args))
+        return [
+            (group, resource, tuple(rule["verbs"]))
+            for rule in role["rules"]
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+            if resource in ("tokenreviews", "subjectaccessreviews")
+        ]
+
+    assert review_rules() == [
+        ("authentication.k8s.io", "tokenreviews", ("create",)),
+        ("authorization.k8s.io", "subjectaccessreviews", ("create",)),
+    ]
+    assert review_rules("--set", "endpoint.enabled=false") == []
+    args = container_args(render(helm, "--set", "endpoint.enabled=false"))
+    assert "--endpoint-port=0" in args
+    assert not [a for a in args if a.startswith(("--endpoint-certfile", "--inject-image"))]
+
+
+def test_tenant_roles_grant_use_only_when_asked(helm: pathlib.Path) -> None:
+    def use_rules(*args: str) -> list[dict[str, Any]]:
+        objects = render(helm, *args)
+        return [
+            rule for obj in objects if obj["kind"] == "ClusterRole" for rule in obj["rules"] if "use" in rule["verbs"]
+        ]
+
+    assert use_rules() == []
+    granted = use_rules("--set", "rbac.aggregateUseToEditors=true")
+    assert granted == [
+        {"apiGroups": ["credbridge.io"], "resources": ["credentials", "credentialbindings"], "verbs": ["use"]}
+    ]
+    edit = [
+        obj
+        for obj in render(helm, "--set", "rbac.aggregateUseToEditors=true")
+        if obj["kind"] == "ClusterRole" and "use" in str(obj["rules"])
+    ]
+    assert edit[0]["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit[0]["metadata"]["labels"]
+
+
+def test_injection_webhook_reaches_only_opted_in_namespaces(helm: pathlib.Path) -> None:
+    objects = render(helm)
+    config = find(objects, "MutatingWebhookConfiguration")
+    [hook] = config["webhooks"]
+    assert hook["name"] == "pods.credbridge.io"
+    assert hook["clientConfig"]["service"]["path"] == "/inject-pods"
+    assert hook["failurePolicy"] == "Fail"
+    assert hook["namespaceSelector"] == {"matchLabels": {"credbridge.io/injection": "enabled"}}
+    assert hook["rules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "operations": ["CREATE"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert hook["clientConfig"]["caBundle"] == find(objects, "Secret")["data"]["ca.crt"]
+    scoped = find(render(helm, "--set", "watchNamespaces={team-a}"), "MutatingWebhookConfiguration")
+    assert scoped["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["team-a"]
+    ignore = find(render(helm, "--set", "injection.failurePolicy=Ignore"), "MutatingWebhookConfiguration")
+    assert ignore["webhooks"][0]["failurePolicy"] == "Ignore"
+
+
+def test_injection_can_be_turned_off_or_use_another_image(helm: pathlib.Path) -> None:
+    off = render(helm, "--set", "injection.enabled=false")
+    assert not [obj for obj in off if obj["kind"] == "MutatingWebhookConfiguration"]
+    assert "--no-injection" in container_args(off)
+    args = container_args(render(helm, "--set", "injection.image=registry.example.com/credbridge:1.2.3"))
+    assert "--inject-image=registry.example.com/credbridge:1.2.3" in args
+    digest = "sha256:" + "a" * 64
+    args = container_args(render(helm, "--set", f"image.digest={digest}"))
+    assert f"--inject-image=ghcr.io/credbridge/credbridge@{digest}" in args
+
+
+def test_the_endpoint_keeps_its_certificate_without_the_validating_webhook(helm: pathlib.Path) -> None:
+    objects = render(helm, "--set", "webhook.enabled=false")
+    assert not [obj for obj in objects if obj["kind"].endswith("WebhookConfiguration")]
+    assert find(objects, "Secret")["type"] == "kubernetes.io/tls"
+    assert "--endpoint-certfile=/etc/credbridge/webhook/tls.crt" in container_args(objects)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--set", "injection.failurePolicy=fail"),
+        ("--set", "endpoint.readRate=0"),
+        ("--set", "endpoint.url=http://x"),
+        ("--set", "endpoint.readburst=5"),
+    ],
+    ids=["bad-injection-failurePolicy", "zero-readRate", "http-url", "unknown-endpoint-key"],
+)
+def test_schema_rejects_bad_endpoint_and_injection_values(helm: pathlib.Path, args: tuple[str, ...]) -> None:
+    result = run_helm(helm, "template", "credbridge", str(CHART), "--namespace", NAMESPACE, *args)
+    assert result.returncode != 0
+    assert "schema" in result.stderr.lower(), result.stderr

@@ -97,3 +97,17 @@ the chart issue a new certificate) and on the pod template (so the pods restart 
 {{- define "credbridge.webhookSANsHash" -}}
 {{- include "credbridge.webhookSANs" . | sha256sum | trunc 16 }}
 {{- end }}
+
+{{/* URL injected Pods reach the workload read endpoint at: the Service's cluster DNS name. */}}
+{{- define "credbridge.endpointURL" -}}
+{{- if .Values.endpoint.url }}
+{{- .Values.endpoint.url }}
+{{- else }}
+{{- printf "https://%s.%s.svc:%d" (include "credbridge.serviceName" .) .Release.Namespace (int .Values.endpoint.port) }}
+{{- end }}
+{{- end }}
+
+{{/* Image of the init container injected into Pods: injection.image, else the operator's own image. */}}
+{{- define "credbridge.injectImage" -}}
+{{- default (include "credbridge.image" .) .Values.injection.image }}
+{{- end }}

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from credbridge import tls
 from credbridge.core import names
 from credbridge.local import controlplane, operator
 
@@ -33,7 +34,8 @@ DEMO_ENV = {
 }
 DEMO_ENV_POLICY = ("CRED_DEMO_*=team-a",)
 """--env-policy rules of the demo operator: the demo's variables belong to team-a, so team-a's
-CredentialBindings may render them into plain Secrets (the tenancy rule, docs/consumers.md)."""
+CredentialBindings may render them into plain Secrets, and workloads read them as plaintext there
+(and from its mirrors) — the tenancy rule, docs/consumers.md."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -130,6 +132,11 @@ def _start_operator(state: dict[str, Any]) -> None:
     kubectl = [state["kubectl"], "--kubeconfig", state["kubeconfig"]]
     subprocess.run([*kubectl, "create", "namespace", OPERATOR_NAMESPACE], capture_output=True, check=False)
     log = STATE_DIR.resolve() / "operator.log"
+    # The workload read endpoint's certificate, in a place `credbridge env --ca-file` can name.
+    endpoint_dir = STATE_DIR.resolve() / "endpoint"
+    ca = tls.make_ca("credbridge-dev-endpoint-ca")
+    certfile, keyfile = tls.issue(ca, "127.0.0.1", hosts=["127.0.0.1"]).write(endpoint_dir, "serving")
+    (endpoint_dir / "ca.crt").write_bytes(ca.cert_pem)
     print(f"credbridge: starting the operator (log: {log})", file=sys.stderr)
     process = operator.start(
         pathlib.Path(state["kubeconfig"]),
@@ -140,6 +147,12 @@ def _start_operator(state: dict[str, Any]) -> None:
             "--log-level",
             "info",
             *(argument for rule in DEMO_ENV_POLICY for argument in ("--env-policy", rule)),
+            "--endpoint-certfile",
+            str(certfile),
+            "--endpoint-pkeyfile",
+            str(keyfile),
+            "--endpoint-cafile",
+            str(endpoint_dir / "ca.crt"),
         ],
         env=DEMO_ENV,
         die_with_parent=False,
@@ -153,6 +166,7 @@ def _start_operator(state: dict[str, Any]) -> None:
             "metrics": f"http://127.0.0.1:{process.metrics_port}/metrics",
         }
     )
+    state["endpoint"] = {"url": f"https://127.0.0.1:{process.endpoint_port}", "ca": str(endpoint_dir / "ca.crt")}
     _save(state)
 
 
@@ -187,6 +201,9 @@ def _print_status(state: dict[str, Any]) -> None:
     print(f"kubeconfig: {state['kubeconfig']}")
     print(f"  export KUBECONFIG={state['kubeconfig']}")
     print(f"  kubectl is at {state['kubectl']} (or use `credbridge dev kubectl ...`)")
+    if "endpoint" in state:
+        print(f"\nWorkload read endpoint: {state['endpoint']['url']} (for credbridge env/fetch)")
+        print(f"  export CREDBRIDGE_ENDPOINT={state['endpoint']['url']} CREDBRIDGE_CA_FILE={state['endpoint']['ca']}")
 
 
 def _kubectl(state: dict[str, Any], *args: str, check: bool = True) -> str:

@@ -69,6 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="serving certificate; the webhook configuration is then managed outside the operator (the Helm chart)",
     )
     parser.add_argument("--webhook-pkeyfile", help="private key of --webhook-certfile")
+    add_endpoint_arguments(parser)
     parser.add_argument(
         "--bind-address",
         default=_DEFAULTS.serving.bind_address,
@@ -157,6 +158,71 @@ def add_binding_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the workload read endpoint and of Pod injection; defaults come from the settings dataclasses."""
+    defaults = _DEFAULTS.endpoint
+    group = parser.add_argument_group("workload reads", "the TLS endpoint Pods read values from, and Pod injection")
+    group.add_argument(
+        "--endpoint-port",
+        type=int,
+        default=defaults.port,
+        help="port of the workload read endpoint (HTTPS), 0 to turn it and injection off (default: %(default)s)",
+    )
+    group.add_argument(
+        "--endpoint-host",
+        default=defaults.host,
+        help="with a self-made certificate: address the endpoint listens on and its certificate names "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--endpoint-certfile",
+        help="serving certificate of the endpoint (PEM); it then listens on --bind-address",
+    )
+    group.add_argument("--endpoint-pkeyfile", help="private key of --endpoint-certfile")
+    group.add_argument(
+        "--endpoint-cafile",
+        help="CA bundle that signed --endpoint-certfile, given to injected Pods (default: their system trust store)",
+    )
+    group.add_argument(
+        "--endpoint-url",
+        help="URL Pods reach the endpoint at, e.g. https://credbridge.credbridge-system.svc:8443 "
+        "(default: https://HOST:PORT)",
+    )
+    group.add_argument(
+        "--read-rate",
+        type=float,
+        default=defaults.reads_per_second,
+        metavar="PER_SECOND",
+        help="reads per second each identity may make, on average (default: %(default)s)",
+    )
+    group.add_argument(
+        "--read-burst",
+        type=int,
+        default=defaults.burst,
+        metavar="N",
+        help="reads each identity may make at once before --read-rate applies (default: %(default)s)",
+    )
+    group.add_argument(
+        "--token-review-ttl",
+        type=float,
+        default=defaults.token_review_ttl,
+        metavar="SECONDS",
+        help="how long a TokenReview answer is reused for the same token, 0 never (default: %(default)s)",
+    )
+    injection_defaults = _DEFAULTS.injection
+    group.add_argument(
+        "--inject-image",
+        default=injection_defaults.image,
+        help="image of the init container injected into annotated Pods (default: %(default)s)",
+    )
+    group.add_argument(
+        "--no-injection",
+        dest="injection",
+        action="store_false",
+        help="do not serve the Pod injection webhook",
+    )
+
+
 def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that decide what references and literals are allowed, shared with `credbridge validate`."""
     parser.add_argument(
@@ -184,6 +250,10 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
 def handle(args: argparse.Namespace) -> int:
     if bool(args.webhook_certfile) != bool(args.webhook_pkeyfile):
         raise SystemExit("credbridge run: --webhook-certfile and --webhook-pkeyfile go together")
+    if bool(args.endpoint_certfile) != bool(args.endpoint_pkeyfile):
+        raise SystemExit("credbridge run: --endpoint-certfile and --endpoint-pkeyfile go together")
+    if args.read_rate <= 0 or args.read_burst < 1 or args.token_review_ttl < 0:
+        raise SystemExit("credbridge run: --read-rate must be > 0, --read-burst >= 1 and --token-review-ttl >= 0")
     settings = settings_module.OperatorSettings(
         watch=settings_module.WatchSettings(
             namespaces=tuple(args.namespaces), operator_namespace=args.operator_namespace
@@ -201,6 +271,18 @@ def handle(args: argparse.Namespace) -> int:
             certfile=args.webhook_certfile,
             pkeyfile=args.webhook_pkeyfile,
         ),
+        endpoint=settings_module.EndpointSettings(
+            port=args.endpoint_port,
+            host=args.endpoint_host,
+            certfile=args.endpoint_certfile,
+            pkeyfile=args.endpoint_pkeyfile,
+            cafile=args.endpoint_cafile,
+            url=args.endpoint_url,
+            reads_per_second=args.read_rate,
+            burst=args.read_burst,
+            token_review_ttl=args.token_review_ttl,
+        ),
+        injection=settings_module.InjectionSettings(enabled=args.injection, image=args.inject_image),
         serving=settings_module.ServingSettings(
             health_port=args.health_port, metrics_port=args.metrics_port, bind_address=args.bind_address
         ),

@@ -52,6 +52,16 @@ ACTIVE_KEY_ANNOTATION = f"{GROUP}/active-key"
 ACCEPT_SHARES_ANNOTATION = f"{GROUP}/accept-shares-from"
 ALLOW_DELETE_IN_USE_ANNOTATION = f"{GROUP}/allow-delete-in-use"
 
+USE_VERB = "use"
+"""The custom RBAC verb that lets an identity read a Credential's or binding's values from the read endpoint."""
+TOKEN_AUDIENCE = GROUP
+"""Audience of the ServiceAccount tokens the read endpoint accepts (projected tokens), and nothing else."""
+INJECT_ANNOTATION = f"{GROUP}/inject"
+"""On Pods: comma-separated CredentialBindings whose values the mutating webhook makes available as files."""
+INJECTION_NAMESPACE_LABEL = f"{GROUP}/injection"
+"""On namespaces: `enabled` opts the namespace's Pods in to injection."""
+INJECTION_NAMESPACE_VALUE = "enabled"
+
 SECRET_KEY_ENCRYPTED_DATA = "encryptedData"
 SECRET_KEY_CREDENTIAL_NAME = "credentialName"
 SECRET_KEY_NAME = "name"

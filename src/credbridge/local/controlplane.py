@@ -320,7 +320,8 @@ def start(
                     f"--kubeconfig={kcm_kubeconfig}",
                     "--use-service-account-credentials=true",
                     "--leader-elect=false",
-                    "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token",
+                    # clusterrole-aggregation: the chart extends admin/edit/view by aggregation labels.
+                    "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,clusterrole-aggregation",
                     f"--service-account-private-key-file={pki / 'sa.key'}",
                     f"--root-ca-file={ca_file}",
                     "--secure-port=0",

@@ -29,6 +29,8 @@ class OperatorProcess:
     health_port: int
     metrics_port: int
     webhook_port: int
+    endpoint_port: int = 0
+    """Port of the workload read endpoint on 127.0.0.1 (0: turned off)."""
 
     def logs(self) -> str:
         """Everything the operator wrote to stdout and stderr so far."""
@@ -65,7 +67,9 @@ def start(
     die_with_parent: bool = True,
 ) -> OperatorProcess:
     """Start `credbridge run` with `args` and extra `env`; wait until its health endpoint answers."""
-    health, metrics, webhook = (controlplane.free_port() for _ in range(3))
+    health, metrics, webhook, endpoint = (controlplane.free_port() for _ in range(4))
+    if "--endpoint-port" in args:
+        endpoint = int(args[list(args).index("--endpoint-port") + 1])
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("CRED_", "CREDBRIDGE_"))}
     environment.update({"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"})
     environment.update(env or {})
@@ -79,10 +83,11 @@ def start(
         "--metrics-port",
         str(metrics),
         *(["--webhook-port", str(webhook)] if "--webhook-port" not in args else []),
+        *(["--endpoint-port", str(endpoint)] if "--endpoint-port" not in args else []),
         *args,
     ]
     popen = controlplane.start_logged(argv, log, env=environment, die_with_parent=die_with_parent)
-    process = OperatorProcess(popen, log, health, metrics, webhook)
+    process = OperatorProcess(popen, log, health, metrics, webhook, endpoint)
     if wait_ready:
         wait_until_ready(process, ready_timeout)
     return process

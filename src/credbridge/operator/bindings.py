@@ -171,6 +171,11 @@ class BindingController:
             if credential[1]:
                 self._queue_usage(credential)
 
+    def cached_binding(self, key: Key) -> Json | None:
+        """The CredentialBinding as last seen by the watch, or None (the workload read endpoint reads it)."""
+        with self._lock:
+            return self._bindings.get(key)
+
     def _index(self, key: Key, view: binding.BindingView) -> None:
         self._by_credential.setdefault((key[0], view.credential_name), set()).add(key)
         self._by_credential_name.setdefault(view.credential_name, set()).add(key)

@@ -35,6 +35,26 @@ API_WRITES = prometheus_client.Counter(
     ["resource", "verb"],
     registry=REGISTRY,
 )
+WORKLOAD_READS = prometheus_client.Counter(
+    "credbridge_workload_reads_total",
+    "Reads through the workload endpoint, by namespace (empty before authentication), kind and result.",
+    ["namespace", "kind", "result"],
+    registry=REGISTRY,
+)
+WORKLOAD_READ_SECONDS = prometheus_client.Histogram(
+    "credbridge_workload_read_duration_seconds",
+    "Time to answer one workload read (token review, access review, decryption).",
+    ["result"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+TOKEN_REVIEWS = prometheus_client.Counter(
+    "credbridge_token_reviews_total",
+    "Tokens presented to the workload endpoint, by how they were checked: cached, reviewed, shared "
+    "(waited for a review of the same token in flight) or error.",
+    ["source"],
+    registry=REGISTRY,
+)
 RESYNCS = prometheus_client.Counter(
     "credbridge_verification_passes_total",
     "Periodic passes that verify every managed Secret as stored in the API server.",

@@ -19,16 +19,18 @@ from typing import Any
 import kopf
 
 from credbridge import tls
-from credbridge.core import keyring, names, registry
+from credbridge.core import injection, keyring, names, registry
 from credbridge.kube import builtins, connecting, errors, fetching, keyrings
 from credbridge.operator import bindings as bindings_module
 from credbridge.operator import controller as controller_module
-from credbridge.operator import handlers, metrics
+from credbridge.operator import endpoint as endpoint_module
+from credbridge.operator import handlers, injecting, metrics
 from credbridge.operator import settings as settings_module
 
 logger = logging.getLogger("credbridge")
 
 EXIT_KEYRING = 2
+EXIT_ENDPOINT = 3
 
 
 class JsonFormatter(logging.Formatter):
@@ -188,6 +190,14 @@ def run(settings: settings_module.OperatorSettings) -> int:
     handlers.register(
         kopf_registry, controller, bindings, operator_username=operator_username, webhooks=settings.admission.port > 0
     )
+    try:
+        endpoint = start_workload_reads(settings, controller, bindings, kopf_registry)
+    except RuntimeError as error:
+        logger.error("refusing to start: %s", error)
+        stop_watching.set()
+        bindings.stop()
+        controller.stop()
+        return EXIT_ENDPOINT
 
     @kopf.on.login(registry=kopf_registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -216,9 +226,40 @@ def run(settings: settings_module.OperatorSettings) -> int:
         )
     finally:
         stop_watching.set()
+        if endpoint is not None:
+            endpoint.stop()
         bindings.stop()
         controller.stop()
     return 0
+
+
+def start_workload_reads(
+    settings: settings_module.OperatorSettings,
+    controller: controller_module.Controller,
+    bindings: bindings_module.BindingController,
+    kopf_registry: kopf.OperatorRegistry,
+) -> endpoint_module.ReadEndpoint | None:
+    """Start the workload read endpoint, and register Pod injection when the webhook server runs too."""
+    sources = endpoint_module.Sources(
+        credential=controller.cache.credential,
+        secret=controller.cache.secret,
+        binding=bindings.cached_binding,
+        keyring=controller.current_keyring,
+        env_policy=controller.env_policy,
+    )
+    endpoint = endpoint_module.start(settings, sources, kopf_registry)
+    if endpoint is not None and settings.injection.enabled and settings.admission.port > 0:
+        injection_settings = injection.InjectionSettings(
+            image=settings.injection.image,
+            endpoint_url=endpoint.url,
+            ca_pem=endpoint.certificate.ca_pem,
+            pull_policy=settings.injection.pull_policy,
+        )
+        # A configuration kopf manages itself (development) cannot select namespaces, so it must not
+        # block Pod creation cluster-wide while the operator is away; the chart's can, and does.
+        self_managed = not (settings.admission.certfile and settings.admission.pkeyfile)
+        injecting.register(kopf_registry, controller.api, injection_settings, ignore_failures=self_managed)
+    return endpoint
 
 
 def default_operator_namespace() -> str:

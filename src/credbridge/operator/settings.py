@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import credbridge
 from credbridge.core import envrefs, names
 
 RESERVED_ENV_NAMES = frozenset(
@@ -83,6 +84,52 @@ class ServingSettings:
     """Address the health and metrics endpoints listen on."""
 
 
+DEFAULT_IMAGE = f"ghcr.io/credbridge/credbridge:{credbridge.__version__}"
+"""The operator image the chart installs by default; injected init containers run `credbridge fetch` from it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointSettings:
+    """The workload read endpoint: Pods read values with their ServiceAccount token over TLS."""
+
+    port: int = 8443
+    """Port of the read endpoint (HTTPS); 0 turns it off, and Pod injection with it."""
+    host: str = "127.0.0.1"
+    """Self-managed certificate: the address the endpoint listens on and the name its certificate is for."""
+    certfile: str | None = None
+    """Serving certificate (PEM) from outside (the chart); the endpoint then listens on the bind address."""
+    pkeyfile: str | None = None
+    """Private key of `certfile`."""
+    cafile: str | None = None
+    """CA bundle that signed `certfile`, handed to injected Pods; None: they use the image's trust store."""
+    url: str | None = None
+    """Base URL Pods reach the endpoint at (e.g. https://credbridge.credbridge-system.svc:8443); default
+    https://HOST:PORT."""
+    reads_per_second: float = 10.0
+    """Reads each identity may make per second, on average (a token bucket)."""
+    burst: int = 50
+    """Reads each identity may make at once before the rate applies (Pods of a Deployment starting together)."""
+    token_review_ttl: float = 10.0
+    """Seconds a TokenReview answer is reused for the same token (never past the token's expiry); 0: never.
+    A token of a deleted ServiceAccount is refused at most this long after the deletion."""
+    token_cache_size: int = 10_000
+    """TokenReview answers kept at most (least recently used go first)."""
+    workers: int = 4
+    """Threads doing reviews and decryption for the endpoint, apart from the reconcile workers."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InjectionSettings:
+    """Pod injection by the mutating webhook (needs the webhook server and the read endpoint)."""
+
+    enabled: bool = True
+    """Serve the mutating webhook that injects `credbridge fetch` into annotated Pods."""
+    image: str = DEFAULT_IMAGE
+    """Image of the injected init container: the operator image, which holds the `credbridge` command."""
+    pull_policy: str = "IfNotPresent"
+    """imagePullPolicy of the injected init container."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ResyncSettings:
     interval: float = 3600.0
@@ -116,6 +163,8 @@ class OperatorSettings:
     serving: ServingSettings = dataclasses.field(default_factory=ServingSettings)
     resync: ResyncSettings = dataclasses.field(default_factory=ResyncSettings)
     bindings: BindingSettings = dataclasses.field(default_factory=BindingSettings)
+    endpoint: EndpointSettings = dataclasses.field(default_factory=EndpointSettings)
+    injection: InjectionSettings = dataclasses.field(default_factory=InjectionSettings)
     peering: str | None = None
     """kopf peering name for HA (a standby takes over when the active one dies); None = standalone."""
     peering_priority: int = 0
