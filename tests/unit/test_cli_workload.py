@@ -94,12 +94,11 @@ def test_fetch_refuses_keys_that_are_not_file_names() -> None:
 
 
 def test_fetch_says_when_the_directory_is_not_writable(tmp_path: pathlib.Path) -> None:
-    read_only = tmp_path / "ro"
-    read_only.mkdir(mode=0o500)
-    if os.geteuid() == 0:
-        pytest.skip("root writes anywhere")
+    # A file where the directory should be: unwritable for root too (a mode bit would not stop root).
+    not_a_directory = tmp_path / "volume"
+    not_a_directory.write_text("")
     with pytest.raises(workloadclient.ClientError) as refused:
-        fetch.write_files(read_only, redaction.SecretFields({"A": "1"}), 0o400, set())
+        fetch.write_files(not_a_directory, redaction.SecretFields({"A": "1"}), 0o400, set())
     assert refused.value.exit_code == workloadclient.EXIT_WRITE
     assert "mount a writable volume" in str(refused.value)
 
