@@ -307,3 +307,80 @@ def test_summarize_joins_messages_on_one_line() -> None:
     assert "'redisCacheUser'" in summary
     assert "'redisCachePort'" in summary
     assert validation.summarize([]) == ""
+
+
+# one size limit: the webhook and `credbridge validate` (check_spec) agree with the reconciler (finalize)
+
+EIGHT = registry.CredentialTypeSpec(
+    "eight",
+    "Eight",
+    1,
+    (
+        *(registry.InputField(f"p{index}", "P", "password") for index in range(8)),
+        registry.InputField("region", "Region", "string", default="eu-west-1"),
+    ),
+)
+
+
+def values_totalling(total: int) -> dict[str, str]:
+    """Eight literal values (plus the default) whose sealed plaintext is exactly `total` bytes."""
+    framing = len(envelope.encode_plaintext({**{f"p{index}": "" for index in range(8)}, "region": "eu-west-1"}))
+    payload = total - framing
+    sizes = [payload // 8 + (1 if index < payload % 8 else 0) for index in range(8)]
+    return {f"p{index}": "v" * size for index, size in enumerate(sizes)}
+
+
+@pytest.mark.parametrize("total", [validation.MAX_PLAINTEXT_BYTES - 1, validation.MAX_PLAINTEXT_BYTES])
+def test_literals_at_the_plaintext_limit_pass_everywhere(total: int) -> None:
+    data = values_totalling(total)
+    assert validation.check_spec(EIGHT, "eight", data, ()) == []
+    fields, problems = validation.finalize(EIGHT, data)
+    assert problems == []
+    assert len(envelope.encode_plaintext(fields)) == total
+
+
+def test_literals_one_byte_over_the_plaintext_limit_fail_everywhere_with_one_message() -> None:
+    data = values_totalling(validation.MAX_PLAINTEXT_BYTES + 1)
+    spec_problems = validation.check_spec(EIGHT, "eight", data, ())
+    _, resolved_problems = validation.finalize(EIGHT, data)
+    assert rules(spec_problems) == [(None, "max-plaintext-size")]
+    assert spec_problems == resolved_problems
+
+
+def test_eight_values_of_the_maximum_size_are_refused_before_resolution_too() -> None:
+    # The webhook used to admit these and the reconciler to refuse them.
+    data = {f"p{index}": "z" * validation.MAX_VALUE_BYTES for index in range(8)}
+    assert rules(validation.check_spec(EIGHT, "eight", data, ())) == [(None, "max-plaintext-size")]
+
+
+def test_plaintext_limit_before_resolution_counts_only_what_is_known() -> None:
+    # References and valueFrom fields could resolve to anything, so only the literals count.
+    data = values_totalling(validation.MAX_PLAINTEXT_BYTES)
+    data["p0"] = "<<CRED_P0>>"
+    assert validation.check_spec(EIGHT, "eight", data, ()) == []
+    del data["p1"]
+    assert validation.check_spec(EIGHT, "eight", data, ["p1"]) == []
+
+
+def test_known_literals_over_the_limit_are_refused_whatever_the_references_hold() -> None:
+    # Without the region (a reference now) the literals alone are still over the limit.
+    data = values_totalling(validation.MAX_PLAINTEXT_BYTES + len(',"region":"eu-west-1"') + 1)
+    data["region"] = "<<CRED_REGION>>"
+    problems = validation.check_spec(EIGHT, "eight", data, ())
+    assert rules(problems) == [(None, "max-plaintext-size")]
+
+
+def test_a_value_is_measured_as_written_too() -> None:
+    # Escapes shrink when decoded and references may resolve to less: the written form counts as well.
+    escaped = "\\<<" * (validation.MAX_VALUE_BYTES // 3 + 1)
+    assert rules(validation.check_spec(OPENAI, "openAIApi", {"openAIApiKey": escaped}, ())) == [
+        ("openAIApiKey", "max-value-size")
+    ]
+    references = "<<CRED_A>>" * (validation.MAX_VALUE_BYTES // 10 + 1)
+    assert rules(validation.check_spec(OPENAI, "openAIApi", {"openAIApiKey": references}, ())) == [
+        ("openAIApiKey", "max-value-size")
+    ]
+
+
+def test_every_builtin_type_fits_the_field_limit() -> None:
+    assert max(len(spec.inputs) for spec in TYPES.values()) <= validation.MAX_FIELDS

@@ -21,9 +21,18 @@ import typing
 from credbridge.core import envelope, envrefs, redaction, registry
 
 MAX_VALUE_BYTES = 64 * 1024
-"""Largest value of one field, in UTF-8 bytes."""
+"""Largest value of one field, in UTF-8 bytes: as written in spec.data, and once resolved.
+
+The CRD schema repeats it as `maxLength` of spec.data values (a test keeps them equal). `maxLength`
+counts characters, never fewer than bytes, so the API server never refuses a value this limit allows.
+"""
 MAX_PLAINTEXT_BYTES = 512 * 1024
-"""Largest encoded plaintext of one credential (all fields as sealed), in bytes."""
+"""Largest encoded plaintext of one credential (all fields as sealed: compact JSON), in bytes.
+
+Sealed, it is a Secret of about 700 KB, under the API server's 1 MiB limit for Secret data.
+"""
+MAX_FIELDS = 64
+"""Most fields one credential (and one CredentialType) has; the CRDs' maxProperties and maxItems."""
 
 Rule = typing.Literal[
     "unknown-type",
@@ -102,6 +111,27 @@ def _size_problems(name: str, value: str, where: str) -> list[Problem]:
     return []
 
 
+def _plaintext_problem(
+    cred_type: registry.CredentialTypeSpec, fields: collections.abc.Mapping[str, str]
+) -> list[Problem]:
+    """The one check of the whole credential's size, on the fields as they are sealed.
+
+    `check_spec` passes the fields it knows without resolving anything (a subset of what gets
+    sealed, so never more bytes), `finalize` all of them: for a Credential of literals both see
+    the same bytes and agree exactly at the limit.
+    """
+    if len(envelope.encode_plaintext(fields)) <= MAX_PLAINTEXT_BYTES:
+        return []
+    return [
+        Problem(
+            None,
+            "max-plaintext-size",
+            f"the fields of this {cred_type.name!r} credential together exceed the limit of "
+            f"{MAX_PLAINTEXT_BYTES} bytes (encoded as JSON): shorten the largest values or split the credential",
+        )
+    ]
+
+
 def _unknown_field(cred_type: registry.CredentialTypeSpec, name: str, where: str) -> Problem:
     return Problem(
         name,
@@ -120,9 +150,10 @@ def check_spec(
     """Checks a Credential spec without resolving references; usable offline.
 
     `data` is `spec.data` (literals and `<<NAME>>` references), `value_from` the field names in
-    `spec.valueFrom`. Literal values are checked for format and size now; values with a
-    reference are checked by `finalize` once resolved. A required field given as an empty
-    literal counts as missing.
+    `spec.valueFrom`. Every value's size is checked as written; literal values are checked for
+    format now, values with a reference by `finalize` once resolved. The whole credential's
+    size is checked on what is known (literals and defaults): for a Credential of literals that is
+    exactly what `finalize` checks. A required field given as an empty literal counts as missing.
     """
     if not type_name:
         return [Problem(None, "empty-name", "spec.type is empty: set it to a CredentialType name")]
@@ -153,22 +184,32 @@ def check_spec(
         )
         for name in both
     )
+    # The fields whose sealed value is known without resolving anything: literals and defaults.
+    known: dict[str, str] = {}
     for input_field in cred_type.inputs:
         name = input_field.name
         value = data.get(name)
         if name not in value_from and input_field.required and not value:
             problems.append(_required(cred_type, input_field))
-        if value is None or envrefs.has_references(value):
+        if value is None:
+            if name not in value_from and input_field.default is not None:
+                known[name] = input_field.default
+            continue
+        where = f"spec.data.{name}"
+        # As written: a reference is short, but many of them (or escapes) are not.
+        size_problems = _size_problems(name, value, where)
+        if envrefs.has_references(value) or size_problems:
+            problems.extend(size_problems)
             continue
         literal = envrefs.decode_literal(value)
-        where = f"spec.data.{name}"
-        size_problems = _size_problems(name, literal, where)
-        problems.extend(size_problems)
+        known[name] = literal
         # An empty literal means "not set": the required check above covers it.
-        if not size_problems and literal:
+        if literal:
             problem = _format_problem(cred_type, input_field, literal, where)
             if problem is not None:
                 problems.append(problem)
+    if not problems:
+        problems.extend(_plaintext_problem(cred_type, known))
     return problems
 
 
@@ -220,16 +261,7 @@ def finalize(
     ordered = {name: fields[name] for name in cred_type.field_names() if name in fields}
     secret_fields = redaction.SecretFields(ordered)
     if not problems:
-        size = len(envelope.encode_plaintext(secret_fields))
-        if size > MAX_PLAINTEXT_BYTES:
-            problems.append(
-                Problem(
-                    None,
-                    "max-plaintext-size",
-                    f"the fields of this {cred_type.name!r} credential together exceed the limit of "
-                    f"{MAX_PLAINTEXT_BYTES} bytes: shorten the largest values or split the credential",
-                )
-            )
+        problems.extend(_plaintext_problem(cred_type, ordered))
     return secret_fields, problems
 
 
