@@ -314,8 +314,10 @@ def test_webhook_uses_the_service_by_default(helm: pathlib.Path) -> None:
     assert hooks["credentials.credbridge.io"]["clientConfig"]["service"]["path"] == "/validate-credentials"
     assert hooks["secrets.credbridge.io"]["clientConfig"]["service"]["path"] == "/protect-mirror-secrets"
     assert hooks["credentials.credbridge.io"]["failurePolicy"] == "Fail"
+    # Only mirror Secrets: the operator's writes of every other managed Secret skip the webhook.
     assert hooks["secrets.credbridge.io"]["objectSelector"] == {
-        "matchLabels": {"app.kubernetes.io/managed-by": "credbridge"}
+        "matchLabels": {"app.kubernetes.io/managed-by": "credbridge"},
+        "matchExpressions": [{"key": "credbridge.io/shared-from", "operator": "Exists"}],
     }
     for hook in hooks.values():
         assert hook["sideEffects"] == "None"

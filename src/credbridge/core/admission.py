@@ -28,6 +28,15 @@ SYSTEM_CONTROLLERS = frozenset(
 
 LITERAL_SECRET_MODES = ("allow", "warn", "deny")
 
+API_SERVER_MAX_REQUEST_BYTES = 3 * 1024 * 1024
+"""kube-apiserver's limit on a JSON request body: no object reaches the webhook larger than a client
+could send. (etcd's default limit on a stored object, 1.5 MiB, is lower; a Secret's data grows by a
+third as base64 in JSON, and still fits.)"""
+MAX_REVIEW_BYTES = 2 * API_SERVER_MAX_REQUEST_BYTES + 1024 * 1024
+"""Largest AdmissionReview the webhook server reads: an UPDATE carries the new and the old object,
+plus 1 MiB for the review's own fields. A smaller limit refuses writes of large objects with an
+opaque HTTP 413 (aiohttp's default is 1 MiB: a Credential of 320 KiB could not be updated)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Decision:

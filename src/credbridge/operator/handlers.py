@@ -8,6 +8,7 @@ Admission handlers gather what the decision needs and ask core.admission to deci
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 import kopf
@@ -16,6 +17,26 @@ from credbridge.core import admission, binding, names, views
 from credbridge.kube import fetching
 from credbridge.operator import bindings as bindings_module
 from credbridge.operator import controller as controller_module
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_IDS = ("validate-credentials", "validate-credentialbindings", "protect-mirror-secrets")
+"""Ids of our admission handlers: kopf names them in its log lines and in the webhook URLs."""
+
+
+class QuietRefusals(logging.Filter):
+    """Drops kopf's ERROR line for a refusal by one of our webhooks; `_enforce` logs it at INFO.
+
+    A refused `kubectl apply` is the user's mistake, not the operator's. kopf reports every
+    `AdmissionError` as "Webhook '<id>' failed permanently: <message>" at ERROR; it reports an
+    unexpected exception in the same handler as "... failed with an exception ...", with the
+    traceback, and that line is kept: a real handler error stays an ERROR.
+    """
+
+    _prefixes = tuple(f"Webhook {webhook_id!r} failed permanently: " for webhook_id in WEBHOOK_IDS)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.getMessage().startswith(self._prefixes))
 
 
 def _plain(body: Any) -> dict[str, Any]:
@@ -109,7 +130,7 @@ def register(
             pods_using_secret=pods,
             bindings_using=using,
         )
-        _enforce(decision, warnings)
+        _enforce(decision, warnings, operation, "Credential", new_obj or old_obj, userinfo)
 
     @kopf.on.validate(
         names.GROUP,
@@ -119,8 +140,8 @@ def register(
         operations=["CREATE", "UPDATE"],
         registry=registry,
     )
-    def validate_binding(warnings: list[str], **kwargs: Any) -> None:
-        new, old = kwargs.get("new"), kwargs.get("old")
+    def validate_binding(warnings: list[str], userinfo: kopf.UserInfo, **kwargs: Any) -> None:
+        operation, new, old = str(kwargs.get("operation")), kwargs.get("new"), kwargs.get("old")
         new_obj = _plain(new) if new is not None else None
         view = binding.BindingView.from_object(new_obj or {})
         credential = None
@@ -133,14 +154,14 @@ def register(
             )
         type_name = str(((credential or {}).get("spec") or {}).get("type", ""))
         decision = admission.review_binding(
-            str(kwargs.get("operation")),
+            operation,
             new_obj,
             _plain(old) if old is not None else None,
             credential=credential,
             types=controller.types_including(type_name),
             binding_secrets=bindings.settings.secrets,
         )
-        _enforce(decision, warnings)
+        _enforce(decision, warnings, operation, "CredentialBinding", new_obj or old, userinfo)
 
     @kopf.on.validate(
         "",
@@ -148,7 +169,9 @@ def register(
         "secrets",
         id="protect-mirror-secrets",
         operations=["UPDATE", "DELETE"],
-        labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE},
+        # Becomes the webhook's objectSelector: only mirror Secrets reach the webhook, so the
+        # operator's writes of every other managed Secret do not wait for (or depend on) it.
+        labels={names.MANAGED_BY_LABEL: names.MANAGED_BY_VALUE, names.SHARED_FROM_LABEL: kopf.PRESENT},
         registry=registry,
     )
     def protect_mirror_secret(warnings: list[str], userinfo: kopf.UserInfo, **kwargs: Any) -> None:
@@ -161,10 +184,28 @@ def register(
             username=str(userinfo.get("username", "")),
             operator_username=operator_username,
         )
-        _enforce(decision, warnings)
+        _enforce(decision, warnings, operation, "Secret", old if old is not None else new, userinfo)
 
 
-def _enforce(decision: admission.Decision, warnings: list[str]) -> None:
+def _enforce(
+    decision: admission.Decision,
+    warnings: list[str],
+    operation: str,
+    kind: str,
+    obj: Any,
+    userinfo: kopf.UserInfo,
+) -> None:
     warnings.extend(decision.warnings)
     if not decision.allowed:
+        metadata = (obj or {}).get("metadata") or {}
+        # The decision's message names objects, fields and the fix, never a value.
+        logger.info(
+            "refused %s of %s %s/%s by %s: %s",
+            operation,
+            kind,
+            metadata.get("namespace"),
+            metadata.get("name"),
+            userinfo.get("username", "?"),
+            decision.message,
+        )
         raise kopf.AdmissionError(decision.message, code=403)

@@ -24,7 +24,7 @@ from credbridge.kube import builtins, connecting, errors, fetching, keyrings
 from credbridge.operator import bindings as bindings_module
 from credbridge.operator import controller as controller_module
 from credbridge.operator import endpoint as endpoint_module
-from credbridge.operator import handlers, injecting, metrics
+from credbridge.operator import handlers, injecting, metrics, webhook_server
 from credbridge.operator import settings as settings_module
 
 logger = logging.getLogger("credbridge")
@@ -66,16 +66,21 @@ def configure_logging(log_format: str, level: str) -> None:
     if level.lower() != "debug":
         # kopf reports every successful handler call at info level: noise at our event rate.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    kopf_objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(existing, handlers.QuietRefusals) for existing in kopf_objects.filters):
+        kopf_objects.addFilter(handlers.QuietRefusals())
 
 
-def _webhook_server(settings: settings_module.AdmissionSettings, bind_address: str) -> tuple[kopf.WebhookServer, bool]:
+def _webhook_server(
+    settings: settings_module.AdmissionSettings, bind_address: str
+) -> tuple[webhook_server.WebhookServer, bool]:
     """The webhook server, and whether the operator manages its ValidatingWebhookConfiguration itself.
 
     With a certificate from outside (the chart) the server listens on `bind_address`, like the
     health and metrics endpoints: the API server reaches the Pod through its Service.
     """
     if settings.certfile and settings.pkeyfile:
-        return kopf.WebhookServer(
+        return webhook_server.WebhookServer(
             addr=bind_address,
             port=settings.port,
             certfile=settings.certfile,
@@ -86,7 +91,7 @@ def _webhook_server(settings: settings_module.AdmissionSettings, bind_address: s
     directory = pathlib.Path(tempfile.mkdtemp(prefix="credbridge-webhook-"))
     ca = tls.make_ca("credbridge-webhook-ca")
     certfile, pkeyfile = tls.issue(ca, settings.host, hosts=[settings.host]).write(directory, "serving")
-    server = kopf.WebhookServer(
+    server = webhook_server.WebhookServer(
         addr=settings.host,
         port=settings.port,
         host=settings.host,
