@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import typing
 
 import pytest
@@ -162,5 +163,92 @@ def test_keyring_secret_fields_parse_back_to_the_same_keyring() -> None:
     ring = two_key_ring()
     data, annotations = keyring.keyring_to_secret_fields(ring)
     assert data == {"aaaaaaaa": b64(KEY_A), "bbbbbbbb": b64(KEY_B)}
-    assert annotations == {ACTIVE: "bbbbbbbb"}
+    assert annotations[ACTIVE] == "bbbbbbbb"
+    assert keyring.parse_fingerprints("kr", annotations) == keyring.fingerprints(ring)
     assert keyring.parse_keyring("kr", data, annotations) == ring
+
+
+# fingerprints: key material is immutable per key id
+
+FINGERPRINTS = names.KEY_FINGERPRINTS_ANNOTATION
+
+
+def test_a_fingerprint_is_neither_the_key_nor_a_bare_hash_of_it() -> None:
+    fingerprint = keyring.key_fingerprint("aaaaaaaa", KEY_A)
+    decoded = base64.urlsafe_b64decode(fingerprint + "=" * (-len(fingerprint) % 4))
+    assert len(decoded) == 32
+    assert KEY_A not in decoded
+    for digest in (hashlib.sha256(KEY_A), hashlib.sha256(b"aaaaaaaa" + KEY_A), hashlib.sha256(KEY_A + b"aaaaaaaa")):
+        assert decoded != digest.digest()
+    # The envelope's and the content HMAC's key are not exposed by it either: its own HKDF label.
+    assert fingerprint != envelope.content_hmac("aaaaaaaa", KEY_A, b"", b"aaaaaaaa").partition(":")[2]
+
+
+def test_a_fingerprint_depends_on_every_bit_of_the_key_and_on_the_key_id() -> None:
+    flipped = bytes([KEY_A[0] ^ 1]) + KEY_A[1:]
+    assert keyring.key_fingerprint("aaaaaaaa", KEY_A) != keyring.key_fingerprint("aaaaaaaa", flipped)
+    assert keyring.key_fingerprint("aaaaaaaa", KEY_A) != keyring.key_fingerprint("cccccccc", KEY_A)
+    assert keyring.key_fingerprint("aaaaaaaa", KEY_A) == keyring.key_fingerprint("aaaaaaaa", bytes(KEY_A))
+
+
+def test_a_fingerprint_needs_a_real_key() -> None:
+    with pytest.raises(ValueError):
+        keyring.key_fingerprint("aaaaaaaa", KEY_A[:16])
+
+
+def test_matching_fingerprints_find_nothing_to_do() -> None:
+    ring = two_key_ring()
+    check = keyring.check_key_material(ring, keyring.fingerprints(ring), in_use=ring)
+    assert check == keyring.KeyMaterialCheck(changed=(), unrecorded=())
+
+
+def test_swapped_bytes_are_caught_by_the_recorded_fingerprint() -> None:
+    recorded = keyring.fingerprints(two_key_ring())
+    swapped = keyring.Keyring(keys={"aaaaaaaa": KEY_A, "bbbbbbbb": bytes(32)}, active_id="bbbbbbbb")
+    assert keyring.check_key_material(swapped, recorded).changed == ("bbbbbbbb",)
+
+
+def test_swapped_bytes_are_caught_by_the_keyring_in_use_when_the_fingerprints_were_rewritten() -> None:
+    swapped = keyring.Keyring(keys={"aaaaaaaa": bytes(32), "bbbbbbbb": KEY_B}, active_id="bbbbbbbb")
+    rewritten = keyring.fingerprints(swapped)
+    assert keyring.check_key_material(swapped, rewritten, in_use=two_key_ring()).changed == ("aaaaaaaa",)
+    assert keyring.check_key_material(swapped, {}, in_use=two_key_ring()).changed == ("aaaaaaaa",)
+
+
+def test_keys_without_a_fingerprint_are_reported_for_recording() -> None:
+    ring = two_key_ring()
+    recorded = {"aaaaaaaa": keyring.key_fingerprint("aaaaaaaa", KEY_A)}
+    assert keyring.check_key_material(ring, recorded) == keyring.KeyMaterialCheck(changed=(), unrecorded=("bbbbbbbb",))
+    assert keyring.check_key_material(ring, {}).unrecorded == ("aaaaaaaa", "bbbbbbbb")
+
+
+def test_a_rotated_key_is_new_not_changed() -> None:
+    ring = two_key_ring()
+    rotated = keyring.add_key(ring, scripted_random(bytes.fromhex("cccccccc"), bytes([0xC3]) * 32))
+    check = keyring.check_key_material(rotated, keyring.fingerprints(ring), in_use=ring)
+    assert check == keyring.KeyMaterialCheck(changed=(), unrecorded=("cccccccc",))
+
+
+def test_the_refusal_names_the_key_id_and_the_fix_never_the_bytes() -> None:
+    error = keyring.refuse_changed_keys("credbridge-system/credbridge-keyring", ["bbbbbbbb"])
+    message = str(error)
+    assert "bbbbbbbb" in message and "immutable" in message and "credbridge keys rotate" in message
+    assert b64(KEY_B) not in message and keyring.key_fingerprint("bbbbbbbb", KEY_B) not in message
+
+
+def test_recorded_fingerprints_of_keys_removed_by_hand_are_kept() -> None:
+    ring = two_key_ring()
+    recorded = {"dddddddd": "fingerprint-of-a-key-removed-by-hand"}
+    _, annotations = keyring.keyring_to_secret_fields(ring, recorded)
+    parsed = keyring.parse_fingerprints("kr", annotations)
+    assert parsed == {**recorded, **keyring.fingerprints(ring)}
+
+
+@pytest.mark.parametrize("value", ["not json", "[]", '{"aaaaaaaa": 1}'])
+def test_a_malformed_fingerprints_annotation_is_refused_with_the_fix(value: str) -> None:
+    with pytest.raises(keyring.KeyringError, match="remove it"):
+        keyring.parse_fingerprints("kr", {FINGERPRINTS: value})
+
+
+def test_a_keyring_from_before_fingerprints_has_none_recorded() -> None:
+    assert keyring.parse_fingerprints("kr", {ACTIVE: "aaaaaaaa"}) == {}

@@ -6,6 +6,13 @@ active while older ones still open existing envelopes, and a key is retired only
 credential uses it. This module parses and changes keyrings as values; reading and writing the
 Secret is the kube layer's job, and it never makes a key on its own: a keyring that is present
 but unreadable is an error to fix, not a reason to start over.
+
+Key material is immutable per key id: envelopes name their key by id, so new bytes under an old
+id would seal envelopes that the original key (restored from a backup, say) cannot open, while
+every envelope sealed before stops opening. A change of the bytes behind a known id is refused
+like any other malformed keyring. To notice it across restarts, the keyring Secret carries a
+fingerprint per key id (`credbridge.io/key-fingerprints`): a keyed commitment to the key, see
+`key_fingerprint`.
 """
 
 from __future__ import annotations
@@ -14,11 +21,21 @@ import base64
 import binascii
 import collections.abc
 import dataclasses
+import hashlib
+import hmac
+import json
 import types
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf import hkdf
 
 from credbridge.core import envelope, names
 
 _MAX_ID_ATTEMPTS = 64
+
+FINGERPRINT_INFO = b"credbridge.io/v1 key-fingerprint"
+"""HKDF info that derives the fingerprint subkey from a keyring key (its own label: the subkey is
+used for nothing else)."""
 
 
 class KeyringError(ValueError):
@@ -171,7 +188,117 @@ def retire_key(keyring: Keyring, key_id: str, in_use: collections.abc.Collection
     )
 
 
-def keyring_to_secret_fields(keyring: Keyring) -> tuple[dict[str, str], dict[str, str]]:
-    """Returns the keyring Secret's `.data` (base64 keys by id) and its annotations."""
+def keyring_to_secret_fields(
+    keyring: Keyring, recorded: collections.abc.Mapping[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Returns the keyring Secret's `.data` (base64 keys by id) and its annotations.
+
+    The fingerprints annotation holds the keyring's keys and, from `recorded`, keys that were in
+    the Secret before (removed by hand: if one comes back, it must come back with its own bytes).
+    """
     data = {key_id: base64.b64encode(keyring.keys[key_id]).decode("ascii") for key_id in keyring.ids()}
-    return data, {names.ACTIVE_KEY_ANNOTATION: keyring.active_id}
+    return data, {
+        names.ACTIVE_KEY_ANNOTATION: keyring.active_id,
+        names.KEY_FINGERPRINTS_ANNOTATION: fingerprints_annotation(keyring, recorded or {}),
+    }
+
+
+def key_fingerprint(key_id: str, key: bytes) -> str:
+    """A keyed commitment to one key: HMAC-SHA256 over the key id, keyed by a subkey of the key itself.
+
+    It tells whether the bytes behind `key_id` are the ones seen before, and nothing else:
+    - Never the key, never a bare hash of it: one needs the key to compute or check it.
+    - Keyed by the key itself, through HKDF with its own label, rather than by anything else in
+      the keyring: a fingerprint keyed by the other keys (or by a key derived from them) says
+      nothing when every key is replaced at once, and a fingerprint keyed by a separate secret
+      would need a home of its own. The HKDF label keeps the subkey apart from the AES key and the
+      content-HMAC subkey derived from the same key.
+    - Over the key id: the same bytes under two ids give two fingerprints, so one cannot be
+      copied over the other.
+    It protects against mistakes (a wrong backup restored, a tool that regenerated a key under an
+    old id), not against someone who can write the keyring Secret and recompute it: see
+    docs/security.md.
+    """
+    if not envelope.is_key_id(key_id) or len(key) != envelope.KEY_BYTES:
+        raise ValueError(f"key_fingerprint needs a key id and a {envelope.KEY_BYTES}-byte key")
+    subkey = hkdf.HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=FINGERPRINT_INFO).derive(key)
+    digest = hmac.new(subkey, key_id.encode("ascii"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def fingerprints(keyring: Keyring) -> dict[str, str]:
+    """The fingerprint of every key, by key id."""
+    return {key_id: key_fingerprint(key_id, keyring.keys[key_id]) for key_id in keyring.ids()}
+
+
+def fingerprints_annotation(keyring: Keyring, recorded: collections.abc.Mapping[str, str]) -> str:
+    """The annotation value: `recorded` with the fingerprint of every key of `keyring` added or updated."""
+    return json.dumps({**recorded, **fingerprints(keyring)}, sort_keys=True, separators=(",", ":"))
+
+
+def parse_fingerprints(secret_name: str, annotations: collections.abc.Mapping[str, str]) -> dict[str, str]:
+    """The recorded fingerprints by key id (empty when the annotation is absent: a keyring from before them).
+
+    Raises KeyringError when the annotation is not a JSON object of strings.
+    """
+    text = annotations.get(names.KEY_FINGERPRINTS_ANNOTATION)
+    if text is None:
+        return {}
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+        raise KeyringError(
+            f"keyring Secret {secret_name!r} is malformed: the annotation {names.KEY_FINGERPRINTS_ANNOTATION} is not "
+            '{"<key id>": "<fingerprint>", ...}: restore it from a backup of the Secret, or remove it (the operator '
+            "then records the fingerprints of the keys as they are now)"
+        )
+    return {str(key_id): value for key_id, value in parsed.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyMaterialCheck:
+    """What `check_key_material` found: key ids whose bytes changed, and keys without a recorded fingerprint."""
+
+    changed: tuple[str, ...]
+    """Ids whose bytes differ from the recorded fingerprint or from the keyring in use; sorted."""
+    unrecorded: tuple[str, ...]
+    """Ids (not changed) that have no recorded fingerprint yet; sorted."""
+
+
+def check_key_material(
+    keyring: Keyring,
+    recorded: collections.abc.Mapping[str, str],
+    in_use: Keyring | None = None,
+) -> KeyMaterialCheck:
+    """Compares each key with its recorded fingerprint and with the key of the same id in `in_use`.
+
+    `in_use` is the keyring the operator runs with: it catches a change even when the
+    fingerprints annotation was rewritten or removed along with the key.
+    """
+    changed: list[str] = []
+    unrecorded: list[str] = []
+    for key_id in keyring.ids():
+        key = keyring.keys[key_id]
+        known = in_use.keys.get(key_id) if in_use is not None else None
+        expected = recorded.get(key_id)
+        differs_from_in_use = known is not None and not hmac.compare_digest(known, key)
+        differs_from_record = expected is not None and not hmac.compare_digest(expected, key_fingerprint(key_id, key))
+        if differs_from_in_use or differs_from_record:
+            changed.append(key_id)
+        elif expected is None:
+            unrecorded.append(key_id)
+    return KeyMaterialCheck(tuple(changed), tuple(unrecorded))
+
+
+def refuse_changed_keys(secret_name: str, changed: collections.abc.Collection[str]) -> KeyringError:
+    """The error for keys whose bytes changed under the same id: names the ids and the fix, never bytes."""
+    ids = ", ".join(sorted(changed))
+    return KeyringError(
+        f"keyring Secret {secret_name!r} is refused: the bytes of key {ids} differ from the key the operator "
+        f"knows under that id (its fingerprint in the annotation {names.KEY_FINGERPRINTS_ANNOTATION}, or the "
+        "keyring in use). Key material is immutable per key id: envelopes sealed with the original key open "
+        "with no other. Restore the original bytes from a backup of the Secret; to use a new key, add it under "
+        "a new id (credbridge keys rotate)"
+    )

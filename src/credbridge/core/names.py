@@ -49,6 +49,8 @@ RESTARTED_AT_ANNOTATION = f"{GROUP}/restartedAt"
 RESTARTED_BY_ANNOTATION = f"{GROUP}/restartedBy"
 """On the pod template of a workload a CredentialBinding rolled out: which binding did it."""
 ACTIVE_KEY_ANNOTATION = f"{GROUP}/active-key"
+KEY_FINGERPRINTS_ANNOTATION = f"{GROUP}/key-fingerprints"
+"""On the keyring Secret: `{"<keyId>": "<fingerprint>"}`, keyed commitments to each key's bytes."""
 ACCEPT_SHARES_ANNOTATION = f"{GROUP}/accept-shares-from"
 ALLOW_DELETE_IN_USE_ANNOTATION = f"{GROUP}/allow-delete-in-use"
 

@@ -2,15 +2,20 @@
 
 The one rule this module exists for: a keyring that is present but unreadable is an error that
 stops the operator, never a reason to make a new key (new keys would make every existing
-credential undecryptable — the top complaint of Flowise users).
+credential undecryptable — the top complaint of Flowise users). Changed bytes under a known key
+id count as unreadable: every read checks the fingerprints recorded in the Secret
+(core.keyring.check_key_material), and the fingerprints of keys that have none yet are recorded
+once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 from kubernetes import client, watch
 
@@ -19,25 +24,137 @@ from credbridge.kube import errors, fetching
 
 logger = logging.getLogger(__name__)
 
+_RECORD_ATTEMPTS = 3
 
-def load(api: client.ApiClient, namespace: str, name: str) -> tuple[keyring.Keyring, str] | None:
-    """The keyring and its resourceVersion, or None when the Secret does not exist.
 
-    Raises keyring.KeyringError when it exists but is malformed.
+@dataclasses.dataclass(frozen=True)
+class Stored:
+    """The keyring Secret as read: the keyring, its fingerprints and where it is, never its raw data."""
+
+    ring: keyring.Keyring
+    recorded: Mapping[str, str]
+    """Fingerprints by key id from the Secret's annotation (empty on a keyring from before them)."""
+    resource_version: str
+    reference: dict[str, Any]
+    """apiVersion, kind and metadata (name, namespace, uid, resourceVersion): what an Event names."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """One change of the keyring Secret seen by the watch: its new state, or why it is unusable."""
+
+    stored: Stored | None
+    """The keyring as now stored; None when the Secret was deleted or is malformed."""
+    problem: str | None
+    """Why `stored` is None: a message naming the Secret and the fix, never key material."""
+    reference: dict[str, Any]
+    """The keyring Secret, for Events (also when it was deleted)."""
+
+
+def reference_to(namespace: str, name: str, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The keyring Secret as an Event's involved object, without its data."""
+    metadata = metadata or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": metadata.get("uid"),
+            "resourceVersion": metadata.get("resourceVersion"),
+        },
+    }
+
+
+def _parse(namespace: str, name: str, data: Mapping[str, str], metadata: Mapping[str, Any]) -> Stored:
+    where = f"{namespace}/{name}"
+    annotations = metadata.get("annotations") or {}
+    ring = keyring.parse_keyring(where, data, annotations)
+    return Stored(
+        ring=ring,
+        recorded=keyring.parse_fingerprints(where, annotations),
+        resource_version=str(metadata.get("resourceVersion", "")),
+        reference=reference_to(namespace, name, metadata),
+    )
+
+
+def read(api: client.ApiClient, namespace: str, name: str) -> Stored | None:
+    """The keyring Secret, or None when it does not exist; KeyringError when it is malformed.
+
+    Fingerprints are not checked here: `load` and the operator do, each against what it knows.
     """
     secret = fetching.read_secret(api, namespace, name)
     if secret is None:
         return None
-    metadata = secret.get("metadata") or {}
-    ring = keyring.parse_keyring(f"{namespace}/{name}", secret.get("data") or {}, metadata.get("annotations") or {})
-    return ring, str(metadata.get("resourceVersion", ""))
+    return _parse(namespace, name, secret.get("data") or {}, secret.get("metadata") or {})
+
+
+def _verified(stored: Stored, namespace: str, name: str) -> keyring.KeyMaterialCheck:
+    check = keyring.check_key_material(stored.ring, stored.recorded)
+    if check.changed:
+        raise keyring.refuse_changed_keys(f"{namespace}/{name}", check.changed)
+    return check
+
+
+def load(api: client.ApiClient, namespace: str, name: str) -> tuple[keyring.Keyring, str] | None:
+    """The keyring and its resourceVersion, or None when the Secret does not exist.
+
+    Raises keyring.KeyringError when it exists but is malformed, or when a key's bytes differ from
+    its recorded fingerprint.
+    """
+    stored = read(api, namespace, name)
+    if stored is None:
+        return None
+    _verified(stored, namespace, name)
+    return stored.ring, stored.resource_version
+
+
+def record_fingerprints(api: client.ApiClient, namespace: str, name: str, stored: Stored) -> None:
+    """Add the fingerprints of keys that have none to the keyring Secret: one write, logged.
+
+    The patch carries the resourceVersion it was computed from: a concurrent change fails it with
+    409 (errors.ApiError) rather than being overwritten.
+    """
+    missing = sorted(set(stored.ring.ids()) - set(stored.recorded))
+    patch = {
+        "metadata": {
+            "resourceVersion": stored.resource_version,
+            "annotations": {
+                names.KEY_FINGERPRINTS_ANNOTATION: keyring.fingerprints_annotation(stored.ring, stored.recorded)
+            },
+        }
+    }
+    with errors.translated(f"record key fingerprints in keyring Secret {namespace}/{name}"):
+        client.CoreV1Api(api).patch_namespaced_secret(name, namespace, patch, _preload_content=False)
+    logger.info(
+        "recorded the fingerprint of key(s) %s in keyring Secret %s/%s (annotation %s)",
+        ", ".join(missing),
+        namespace,
+        name,
+        names.KEY_FINGERPRINTS_ANNOTATION,
+    )
 
 
 def ensure(api: client.ApiClient, namespace: str, name: str, random_bytes: envelope.RandomBytes) -> keyring.Keyring:
-    """Load the keyring, creating it with one fresh key only when the Secret is absent."""
-    loaded = load(api, namespace, name)
-    if loaded is not None:
-        return loaded[0]
+    """Load the keyring, creating it with one fresh key only when the Secret is absent.
+
+    Raises KeyringError when it is malformed or a key changed; records missing fingerprints.
+    """
+    for _ in range(_RECORD_ATTEMPTS):
+        stored = read(api, namespace, name)
+        if stored is None:
+            break
+        if not _verified(stored, namespace, name).unrecorded:
+            return stored.ring
+        try:
+            record_fingerprints(api, namespace, name, stored)
+        except errors.ApiError as error:
+            if not error.conflict:
+                raise
+            continue  # changed meanwhile (another replica recorded them): read and check again
+        return stored.ring
+    else:
+        raise keyring.KeyringError(f"keyring Secret {namespace}/{name} kept changing while it was read: try again")
     ring = keyring.new_keyring(random_bytes)
     data, annotations = keyring.keyring_to_secret_fields(ring)
     body = {
@@ -66,8 +183,15 @@ def ensure(api: client.ApiClient, namespace: str, name: str, random_bytes: envel
     return ring
 
 
-def _store(api: client.ApiClient, namespace: str, name: str, ring: keyring.Keyring, resource_version: str) -> None:
-    data, annotations = keyring.keyring_to_secret_fields(ring)
+def _store(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    ring: keyring.Keyring,
+    recorded: Mapping[str, str],
+    resource_version: str,
+) -> None:
+    data, annotations = keyring.keyring_to_secret_fields(ring, recorded)
     core = client.CoreV1Api(api)
     current = core.read_namespaced_secret(name, namespace)
     current.data = data
@@ -76,27 +200,37 @@ def _store(api: client.ApiClient, namespace: str, name: str, ring: keyring.Keyri
     core.replace_namespaced_secret(name, namespace, current)
 
 
-def rotate(api: client.ApiClient, namespace: str, name: str, random_bytes: envelope.RandomBytes) -> keyring.Keyring:
-    """Add a new key and make it active; older keys stay for decryption until retired."""
-    loaded = load(api, namespace, name)
-    if loaded is None:
+def _load_stored(api: client.ApiClient, namespace: str, name: str) -> Stored:
+    stored = read(api, namespace, name)
+    if stored is None:
         raise keyring.KeyringError(
             f"keyring Secret {namespace}/{name} does not exist: start the operator once, or create it"
         )
-    ring, version = loaded
-    rotated = keyring.add_key(ring, random_bytes)
-    _store(api, namespace, name, rotated, version)
+    _verified(stored, namespace, name)
+    return stored
+
+
+def rotate(api: client.ApiClient, namespace: str, name: str, random_bytes: envelope.RandomBytes) -> keyring.Keyring:
+    """Add a new key and make it active; older keys stay for decryption until retired.
+
+    Refuses (KeyringError) a keyring whose keys do not match their fingerprints: rotating would
+    record the changed bytes as the right ones.
+    """
+    stored = _load_stored(api, namespace, name)
+    rotated = keyring.add_key(stored.ring, random_bytes)
+    _store(api, namespace, name, rotated, stored.recorded, stored.resource_version)
     return rotated
 
 
 def retire(api: client.ApiClient, namespace: str, name: str, key_id: str, in_use: Collection[str]) -> keyring.Keyring:
-    """Remove a key that no Credential uses any more (`in_use`: status.keyId of every Credential)."""
-    loaded = load(api, namespace, name)
-    if loaded is None:
-        raise keyring.KeyringError(f"keyring Secret {namespace}/{name} does not exist")
-    ring, version = loaded
-    retired = keyring.retire_key(ring, key_id, in_use)
-    _store(api, namespace, name, retired, version)
+    """Remove a key that no Credential uses any more (`in_use`: status.keyId of every Credential).
+
+    Its fingerprint goes with it; the other keys must match theirs (KeyringError otherwise).
+    """
+    stored = _load_stored(api, namespace, name)
+    retired = keyring.retire_key(stored.ring, key_id, in_use)
+    recorded = {other: value for other, value in stored.recorded.items() if other != key_id}
+    _store(api, namespace, name, retired, recorded, stored.resource_version)
     return retired
 
 
@@ -104,13 +238,13 @@ def watch_changes(
     api: client.ApiClient,
     namespace: str,
     name: str,
-    on_change: Callable[[keyring.Keyring | None, str | None], None],
+    on_change: Callable[[Observed], None],
     stop: threading.Event,
 ) -> threading.Thread:
-    """Call `on_change(keyring, error)` whenever the keyring Secret changes, in a daemon thread.
+    """Call `on_change(observed)` whenever the keyring Secret changes, in a daemon thread.
 
-    A malformed keyring reports `(None, message)`; the running operator keeps the last good
-    keyring and says so instead of stopping.
+    A deleted or malformed keyring is observed with a problem instead of a keyring; the running
+    operator keeps the last good keyring and says so instead of stopping.
     """
 
     def run() -> None:
@@ -130,20 +264,24 @@ def watch_changes(
                         break
                     secret = event["object"]
                     version = secret.metadata.resource_version
+                    metadata = {
+                        "uid": secret.metadata.uid,
+                        "resourceVersion": version,
+                        "annotations": secret.metadata.annotations or {},
+                    }
+                    reference = reference_to(namespace, name, metadata)
                     if event["type"] == "DELETED":
-                        on_change(None, f"keyring Secret {namespace}/{name} was deleted")
+                        on_change(Observed(None, _deleted(namespace, name), reference))
                         continue
                     if version == last_version:
                         continue
                     last_version = version
                     try:
-                        ring = keyring.parse_keyring(
-                            f"{namespace}/{name}", secret.data or {}, secret.metadata.annotations or {}
-                        )
+                        stored = _parse(namespace, name, secret.data or {}, metadata)
                     except keyring.KeyringError as error:
-                        on_change(None, str(error))
+                        on_change(Observed(None, str(error), reference))
                     else:
-                        on_change(ring, None)
+                        on_change(Observed(stored, None, reference))
             except Exception as error:
                 logger.debug("keyring watch restarting after %s", type(error).__name__)
                 time.sleep(1)
@@ -151,3 +289,11 @@ def watch_changes(
     thread = threading.Thread(target=run, name="keyring-watch", daemon=True)
     thread.start()
     return thread
+
+
+def _deleted(namespace: str, name: str) -> str:
+    return (
+        f"keyring Secret {namespace}/{name} was deleted: the operator keeps sealing and opening with the keys it "
+        "holds in memory; restore the Secret from a backup (an operator started without it creates a new keyring, "
+        "which opens none of the existing Secrets)"
+    )

@@ -212,15 +212,13 @@ class Controller:
         for key in self.cache.of_type(spec.name):
             self.queue.add(key)
 
-    def keyring_changed(self, ring: keyring.Keyring | None, error: str | None) -> None:
-        """The keyring Secret changed: use the new keys at once, then verify every managed Secret at a bounded rate.
+    def keyring_changed(self, ring: keyring.Keyring) -> None:
+        """The keyring Secret changed and keyring_guard accepted it: use the new keys at once, then verify
+        every managed Secret at a bounded rate.
 
         Credentials still on an older key come first; they are re-encrypted. The others are
         verified against the new keyring: a Secret that no longer opens is rewritten.
         """
-        if ring is None:
-            logger.error("keyring problem, keeping the last good keyring: %s", error)
-            return
         with self._lock:
             previous, self._keyring = self._keyring, ring
         if previous is not None and previous.active_id == ring.active_id and dict(previous.keys) == dict(ring.keys):

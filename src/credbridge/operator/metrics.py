@@ -66,6 +66,13 @@ REENCRYPTION_PENDING = prometheus_client.Gauge(
     registry=REGISTRY,
 )
 
+KEYRING_REJECTED = prometheus_client.Gauge(
+    "credbridge_keyring_rejected",
+    "1 while the keyring Secret as stored is refused (deleted, malformed, or a key's bytes changed) and the "
+    "operator runs on the last good keyring; 0 otherwise.",
+    registry=REGISTRY,
+)
+
 
 class StateCollector(prometheus_registry.Collector):
     """Exposes credentials by ready/type/key id and shares by state from live snapshots.

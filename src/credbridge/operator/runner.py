@@ -24,7 +24,7 @@ from credbridge.kube import builtins, connecting, errors, fetching, keyrings
 from credbridge.operator import bindings as bindings_module
 from credbridge.operator import controller as controller_module
 from credbridge.operator import endpoint as endpoint_module
-from credbridge.operator import handlers, injecting, metrics, webhook_server
+from credbridge.operator import handlers, injecting, keyring_guard, metrics, webhook_server
 from credbridge.operator import settings as settings_module
 
 logger = logging.getLogger("credbridge")
@@ -151,6 +151,9 @@ def run(settings: settings_module.OperatorSettings) -> int:
         ring = keyrings.ensure(api, namespace, settings.keyring.secret_name, secrets.token_bytes)
     except keyring.KeyringError as error:
         logger.error("refusing to start: %s", error)
+        keyring_guard.post_refusal(
+            api, keyrings.reference_to(namespace, settings.keyring.secret_name), f"refusing to start: {error}"
+        )
         return EXIT_KEYRING
     except errors.ApiError as error:
         if error.not_found and fetching.read_namespace(api, namespace) is None:
@@ -187,7 +190,8 @@ def run(settings: settings_module.OperatorSettings) -> int:
     bindings.start()
     controller.start()
     stop_watching = threading.Event()
-    keyrings.watch_changes(api, namespace, settings.keyring.secret_name, controller.keyring_changed, stop_watching)
+    guard = keyring_guard.KeyringGuard(api, ring, controller.keyring_changed)
+    keyrings.watch_changes(api, namespace, settings.keyring.secret_name, guard.observe, stop_watching)
     if settings.serving.metrics_port:
         metrics.serve(settings.serving.metrics_port, settings.serving.bind_address)
 
