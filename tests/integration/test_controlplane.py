@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import pathlib
+import subprocess
+import sys
+
 import pytest
 from kubernetes import client
 
@@ -114,3 +119,49 @@ def test_audit_log_records_writes_by_user(
     assert {event["objectRef"]["name"] for event in writes} == {"cm-0", "cm-1", "cm-2"}
     assert all(event["verb"] == "create" for event in writes)
     assert audit.writes(since=mark, user=unique_name("someone-else")) == []
+
+
+def test_dev_restart_crashes_a_process_and_dev_down_stops_the_new_one(tmp_path: pathlib.Path) -> None:
+    """`credbridge dev restart` is kill -9 and start again; `dev down` must not leave the new process behind."""
+
+    def dev(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "credbridge.cli.main", "dev", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def pids() -> dict[str, int]:
+        state = json.loads((tmp_path / ".credbridge-dev" / "state.json").read_text())
+        return {entry["name"]: entry["pid"] for entry in state["processes"]}
+
+    def running(pid: int) -> bool:
+        try:
+            stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+    after: dict[str, int] = {}
+    up = dev("up")
+    try:
+        assert up.returncode == 0, up.stderr
+        before = pids()
+        dev("kubectl", "create", "configmap", "kept", "-n", "default")
+        restarted = dev("restart", "etcd")
+        assert restarted.returncode == 0, restarted.stderr
+        after.update(pids())
+        assert after["etcd"] != before["etcd"]
+        assert not running(before["etcd"]) and running(after["etcd"])
+        # Same data directory and port: what was stored is still there, through the same API server.
+        assert after["kube-apiserver"] == before["kube-apiserver"]
+        assert dev("kubectl", "get", "configmap", "kept", "-n", "default", "-o", "name").stdout.strip() == (
+            "configmap/kept"
+        )
+    finally:
+        down = dev("down")
+    assert down.returncode == 0, down.stderr
+    assert not any(running(pid) for pid in after.values())

@@ -28,6 +28,7 @@ STATE_DIR = pathlib.Path(".credbridge-dev")
 STATE_FILE = STATE_DIR / "state.json"
 EXAMPLES_DIR = controlplane.REPO_ROOT / "examples"
 OPERATOR_NAMESPACE = names.DEFAULT_OPERATOR_NAMESPACE
+RESTARTABLE = ("etcd", "kube-apiserver", "kube-controller-manager")
 DEMO_ENV = {
     # A made-up key: the demo shows how a value from the operator's environment ends up encrypted.
     "CRED_DEMO_OPENAI_API_KEY": "sk-demo-0000000000000000000000000000",
@@ -43,7 +44,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     commands = dev.add_subparsers(dest="dev_command", required=True)
     up = commands.add_parser("up", help="start etcd, kube-apiserver and kube-controller-manager in the background")
     up.add_argument("--operator", action="store_true", help="also start the operator in the background")
-    commands.add_parser("down", help="stop everything `dev up` or `dev demo` started")
+    commands.add_parser("down", help="stop everything `dev up` or `dev demo` started (restarted processes too)")
+    restart = commands.add_parser(
+        "restart",
+        help="kill a control plane process with SIGKILL and start it again (same arguments, ports and data)",
+        description="Fault injection by hand: what a crash and a supervisor's restart do to etcd, the API server "
+        "or the controller manager. The new process id is recorded, so `dev down` stops it.",
+    )
+    restart.add_argument("process", choices=RESTARTABLE, help="the process to crash and start again")
     commands.add_parser("status", help="show what is running and the kubeconfig path")
     commands.add_parser("demo", help="up + operator + apply examples/ + show the result")
     kubectl = commands.add_parser("kubectl", help="run kubectl against the local control plane")
@@ -66,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if command == "down":
         return _down()
+    if command == "restart":
+        return _restart(args.process)
     if command in ("status", "kubectl"):
         loaded = _load()
         if not loaded:
@@ -117,7 +127,13 @@ def _up() -> dict[str, Any]:
         "server": plane.server,
         "kubectl": str(plane.binaries.kubectl),
         "processes": [
-            {"name": process.name, "pid": process.popen.pid, "match": process.name, "log": str(process.log)}
+            {
+                "name": process.name,
+                "pid": process.pid,
+                "match": process.name,
+                "log": str(process.log),
+                "argv": process.argv,
+            }
             for process in plane.processes
         ],
     }
@@ -168,6 +184,41 @@ def _start_operator(state: dict[str, Any]) -> None:
     )
     state["endpoint"] = {"url": f"https://127.0.0.1:{process.endpoint_port}", "ca": str(endpoint_dir / "ca.crt")}
     _save(state)
+
+
+def _restart(name: str) -> int:
+    """kill -9 one control plane process and start it again; record its new pid for `dev down`."""
+    if not STATE_FILE.exists():
+        print("credbridge dev: nothing is running (start it with `credbridge dev up`)", file=sys.stderr)
+        return 1
+    state: dict[str, Any] = json.loads(STATE_FILE.read_text())
+    entry = next((entry for entry in state["processes"] if entry["name"] == name), None)
+    if entry is None or "argv" not in entry:
+        print(f"credbridge dev: no restartable {name} recorded; run `dev down`, then `dev up`", file=sys.stderr)
+        return 1
+    process = controlplane.LocalProcess(
+        name=name,
+        argv=list(entry["argv"]),
+        log=pathlib.Path(entry["log"]),
+        die_with_parent=False,
+        pid=int(entry["pid"]) if _alive(entry) else 0,
+    )
+    print(f"credbridge dev: killing {name} (pid {process.pid or 'not running'}) and starting it again")
+    try:
+        process.restart()
+    finally:
+        if process.pid:
+            entry["pid"] = process.pid
+            _save(state)
+    # The API server answers again once it (and etcd behind it) is back.
+    deadline = time.monotonic() + 120
+    while _kubectl(state, "get", "--raw=/readyz", check=False).strip() != "ok":
+        if time.monotonic() > deadline:
+            print(f"credbridge dev: the API server is not ready after restarting {name}", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+    print(f"credbridge dev: {name} runs again as pid {process.pid}")
+    return 0
 
 
 def _down(quiet: bool = False) -> int:

@@ -6,8 +6,11 @@ kube-controller-manager on 127.0.0.1, the way controller-runtime's envtest does,
 kube-controller-manager so that garbage collection and namespace finalization work.
 
 `start()` returns a `ControlPlane` with an admin kubeconfig and the audit log path; `stop()` ends
-every process it started. With `KUBECONFIG` set and `CREDBRIDGE_USE_EXISTING_CLUSTER=1`,
-`start()` uses that cluster instead and starts nothing.
+every process it started. Each program is one small type (`Etcd`, `APIServer`,
+`ControllerManager`) that knows its arguments and when it is ready; any of them can be killed
+with SIGKILL and started again with the same arguments, ports and data directory (`restart()`),
+which is how the fault tests crash etcd or the API server. With `KUBECONFIG` set and
+`CREDBRIDGE_USE_EXISTING_CLUSTER=1`, `start()` uses that cluster instead and starts nothing.
 """
 
 from __future__ import annotations
@@ -106,11 +109,278 @@ class Binaries:
         return found
 
 
-@dataclasses.dataclass
-class _Process:
+@dataclasses.dataclass(frozen=True)
+class Pki:
+    """The control plane's certificates and keys, made once in `<workdir>/pki` and reused on restarts."""
+
+    ca: pathlib.Path
+    ca_key: pathlib.Path
+    serving_cert: pathlib.Path
+    """kube-apiserver's serving certificate, for 127.0.0.1 and localhost."""
+    serving_key: pathlib.Path
+    admin_cert: pathlib.Path
+    """Client certificate of ADMIN_USER, group system:masters."""
+    admin_key: pathlib.Path
+    controller_manager_cert: pathlib.Path
+    """Client certificate of system:kube-controller-manager."""
+    controller_manager_key: pathlib.Path
+    service_account_key: pathlib.Path
+    """Private key that signs service account tokens."""
+    service_account_public_key: pathlib.Path
+
+    @classmethod
+    def make(cls, directory: pathlib.Path) -> Pki:
+        ca = tls.make_ca("credbridge-local-ca")
+        ca_file, ca_key = ca.write(directory, "ca")
+        serving = tls.issue(ca, "kube-apiserver", hosts=["127.0.0.1", "localhost"]).write(directory, "apiserver")
+        admin = tls.issue(ca, ADMIN_USER, organizations=["system:masters"], client=True).write(directory, "admin")
+        # kube-controller-manager gets its own identity, and its controllers their service accounts, as
+        # in a real cluster: webhooks and audit then see the garbage collector as who it is.
+        manager = tls.issue(ca, "system:kube-controller-manager", client=True).write(
+            directory, "kube-controller-manager"
+        )
+        sa_private, sa_public = tls.make_rsa_keypair()
+        (directory / "sa.key").write_bytes(sa_private)
+        (directory / "sa.pub").write_bytes(sa_public)
+        return cls(
+            ca_file,
+            ca_key,
+            *serving,
+            *admin,
+            *manager,
+            service_account_key=directory / "sa.key",
+            service_account_public_key=directory / "sa.pub",
+        )
+
+
+@dataclasses.dataclass(kw_only=True)
+class LocalProcess:
+    """One program run as a local process: its command line, its log, and the process running it.
+
+    The command line is fixed when the process is configured, so a restart runs the same program
+    with the same ports and data directory. A process adopted from a pid (one `credbridge dev`
+    started in an earlier command) can be killed and restarted too.
+    """
+
     name: str
-    popen: subprocess.Popen[bytes]
+    """Short name (etcd, kube-apiserver, ...); also the log file's name."""
+    argv: list[str]
+    """The command line, program first."""
     log: pathlib.Path
+    """Where stdout and stderr go, appended across restarts."""
+    die_with_parent: bool = True
+    """Ask the kernel to stop the process when the process that started it dies."""
+    pid: int = 0
+    """Process id of the running (or last) process; 0 before the first start."""
+    popen: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False, compare=False)
+    """The process handle, when this Python process started it."""
+
+    def ready(self) -> bool:
+        """True once the program serves; subclasses ask the program itself."""
+        return self.alive()
+
+    def alive(self) -> bool:
+        """True while the process runs (a zombie counts as dead)."""
+        if self.popen is not None:
+            return self.popen.poll() is None
+        return _pid_alive(self.pid)
+
+    def start(self, timeout: float = 180.0) -> None:
+        """Spawn the command line and wait until `ready()`; ControlPlaneError with the log tail otherwise."""
+        self.popen = start_logged(self.argv, self.log, die_with_parent=self.die_with_parent)
+        self.pid = self.popen.pid
+        _wait(self, timeout)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds; waits until the process is gone."""
+        if not self.alive():
+            return
+        self._signal(signal.SIGTERM)
+        if not self._wait_gone(grace):
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would, and wait until the process is gone."""
+        if self.alive():
+            self._signal(signal.SIGKILL)
+            self._wait_gone(30.0)
+
+    def restart(self, timeout: float = 180.0) -> None:
+        """Kill the process with SIGKILL and start it again with the same command line; wait until ready."""
+        self.kill()
+        self.start(timeout)
+
+    def _signal(self, number: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, number)
+
+    def _wait_gone(self, timeout: float) -> bool:
+        if self.popen is not None:
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        deadline = time.monotonic() + timeout
+        while self.alive():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
+@dataclasses.dataclass(kw_only=True)
+class Etcd(LocalProcess):
+    """etcd on 127.0.0.1, its data in `<workdir>/etcd`."""
+
+    url: str
+    """Client URL, http://127.0.0.1:<port>."""
+
+    @classmethod
+    def configure(cls, binary: pathlib.Path, workdir: pathlib.Path, die_with_parent: bool) -> Etcd:
+        """Pick free ports and build the command line."""
+        client_port, peer_port = free_port(), free_port()
+        url = f"http://127.0.0.1:{client_port}"
+        peer = f"http://127.0.0.1:{peer_port}"
+        argv = [
+            str(binary),
+            f"--data-dir={workdir / 'etcd'}",
+            f"--listen-client-urls={url}",
+            f"--advertise-client-urls={url}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=default={peer}",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ]
+        return cls(name="etcd", argv=argv, log=workdir / "etcd.log", die_with_parent=die_with_parent, url=url)
+
+    def ready(self) -> bool:
+        return _http_ok(f"{self.url}/health")
+
+
+@dataclasses.dataclass(kw_only=True)
+class APIServer(LocalProcess):
+    """kube-apiserver on 127.0.0.1 with RBAC, client-certificate authentication and an audit log."""
+
+    server: str
+    """https://127.0.0.1:<port>."""
+    ca_file: pathlib.Path
+    client_cert: pathlib.Path
+    """A client certificate that may read /readyz (the admin's)."""
+    client_key: pathlib.Path
+
+    @classmethod
+    def configure(
+        cls,
+        binary: pathlib.Path,
+        workdir: pathlib.Path,
+        die_with_parent: bool,
+        *,
+        pki: Pki,
+        etcd_url: str,
+        audit_policy: pathlib.Path,
+        audit_log: pathlib.Path,
+    ) -> APIServer:
+        """Pick a free port and build the command line."""
+        server = f"https://127.0.0.1:{free_port()}"
+        argv = [
+            str(binary),
+            f"--etcd-servers={etcd_url}",
+            f"--cert-dir={pki.ca.parent}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
+            f"--secure-port={server.rsplit(':', 1)[1]}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki.service_account_public_key}",
+            f"--service-account-signing-key-file={pki.service_account_key}",
+            f"--client-ca-file={pki.ca}",
+            "--disable-admission-plugins=ServiceAccount",
+            "--allow-privileged=true",
+            f"--audit-policy-file={audit_policy}",
+            f"--audit-log-path={audit_log}",
+            "--audit-log-mode=blocking",
+            "--v=1",
+        ]
+        return cls(
+            name="kube-apiserver",
+            argv=argv,
+            log=workdir / "kube-apiserver.log",
+            die_with_parent=die_with_parent,
+            server=server,
+            ca_file=pki.ca,
+            client_cert=pki.admin_cert,
+            client_key=pki.admin_key,
+        )
+
+    def ready(self) -> bool:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return _http_ok(f"{self.server}/readyz", context)
+
+
+@dataclasses.dataclass(kw_only=True)
+class ControllerManager(LocalProcess):
+    """kube-controller-manager with the controllers credbridge relies on: garbage collection, namespaces,
+    service accounts."""
+
+    kubectl: pathlib.Path
+    admin_kubeconfig: pathlib.Path
+
+    @classmethod
+    def configure(
+        cls,
+        binary: pathlib.Path,
+        workdir: pathlib.Path,
+        die_with_parent: bool,
+        *,
+        pki: Pki,
+        kubeconfig: pathlib.Path,
+        kubectl: pathlib.Path,
+        admin_kubeconfig: pathlib.Path,
+    ) -> ControllerManager:
+        """Build the command line; `kubeconfig` is its own identity, system:kube-controller-manager."""
+        argv = [
+            str(binary),
+            f"--kubeconfig={kubeconfig}",
+            "--use-service-account-credentials=true",
+            "--leader-elect=false",
+            # clusterrole-aggregation: the chart extends admin/edit/view by aggregation labels.
+            "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,clusterrole-aggregation",
+            f"--service-account-private-key-file={pki.service_account_key}",
+            f"--root-ca-file={pki.ca}",
+            "--secure-port=0",
+            "--concurrent-gc-syncs=5",
+            "--concurrent-namespace-syncs=5",
+            "--v=1",
+        ]
+        return cls(
+            name="kube-controller-manager",
+            argv=argv,
+            log=workdir / "kube-controller-manager.log",
+            die_with_parent=die_with_parent,
+            kubectl=kubectl,
+            admin_kubeconfig=admin_kubeconfig,
+        )
+
+    def ready(self) -> bool:
+        """The service-account controller made `default/default`: it is working."""
+        result = subprocess.run(
+            [
+                str(self.kubectl),
+                *("--kubeconfig", str(self.admin_kubeconfig)),
+                *("get", "serviceaccount", "default", "-n", "default", "-o", "name"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return result.returncode == 0
 
 
 @dataclasses.dataclass
@@ -126,12 +396,19 @@ class ControlPlane:
     """CA that signs the API server certificate and client certificates (local mode only)."""
     ca_key_file: pathlib.Path | None = None
     existing: bool = False
-    processes: list[_Process] = dataclasses.field(default_factory=list)
+    processes: list[LocalProcess] = dataclasses.field(default_factory=list)
 
     @property
     def pids(self) -> list[int]:
-        """Process ids of what this control plane started (empty for an existing cluster)."""
-        return [process.popen.pid for process in self.processes]
+        """Process ids of what this control plane runs now (empty for an existing cluster)."""
+        return [process.pid for process in self.processes]
+
+    def process(self, name: str) -> LocalProcess:
+        """The process called `name` (etcd, kube-apiserver, kube-controller-manager)."""
+        for process in self.processes:
+            if process.name == name:
+                return process
+        raise KeyError(f"this control plane runs no {name!r} (it runs {', '.join(p.name for p in self.processes)})")
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> str:
         """Run kubectl against this control plane and return its standard output."""
@@ -170,7 +447,7 @@ class ControlPlane:
     def stop(self) -> None:
         """Stop every process this control plane started, newest first, and wait for them."""
         for process in reversed(self.processes):
-            _terminate(process.popen)
+            process.stop()
         self.processes.clear()
 
     def __enter__(self) -> ControlPlane:
@@ -214,21 +491,7 @@ def start(
         )
     binaries = Binaries.locate()
     workdir.mkdir(parents=True, exist_ok=True)
-    pki = workdir / "pki"
-    ca = tls.make_ca("credbridge-local-ca")
-    ca_file, ca_key_file = ca.write(pki, "ca")
-    serving_cert, serving_key = tls.issue(ca, "kube-apiserver", hosts=["127.0.0.1", "localhost"]).write(
-        pki, "apiserver"
-    )
-    admin_cert, admin_key = tls.issue(ca, ADMIN_USER, organizations=["system:masters"], client=True).write(pki, "admin")
-    # kube-controller-manager gets its own identity, and its controllers their service accounts, as in
-    # a real cluster: webhooks and audit then see the garbage collector as who it is.
-    kcm_cert, kcm_key = tls.issue(ca, "system:kube-controller-manager", client=True).write(
-        pki, "kube-controller-manager"
-    )
-    sa_private, sa_public = tls.make_rsa_keypair()
-    (pki / "sa.key").write_bytes(sa_private)
-    (pki / "sa.pub").write_bytes(sa_public)
+    pki = Pki.make(workdir / "pki")
     audit_policy = workdir / "audit-policy.yaml"
     audit_policy.write_text(_AUDIT_POLICY)
     audit_log = workdir / "audit.log"
@@ -239,100 +502,54 @@ def start(
         server="",
         audit_log=audit_log,
         binaries=binaries,
-        ca_file=ca_file,
-        ca_key_file=ca_key_file,
+        ca_file=pki.ca,
+        ca_key_file=pki.ca_key,
     )
     try:
-        etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
-        _say(progress, f"starting etcd on {etcd_url}")
-        plane.processes.append(
-            _spawn(
-                "etcd",
-                workdir,
-                [
-                    str(binaries.etcd),
-                    f"--data-dir={workdir / 'etcd'}",
-                    f"--listen-client-urls={etcd_url}",
-                    f"--advertise-client-urls={etcd_url}",
-                    f"--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}",
-                    f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}",
-                    f"--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}",
-                    "--unsafe-no-fsync=true",
-                    "--log-level=warn",
-                ],
-                die_with_parent,
-            )
-        )
-        _wait(plane.processes[-1], timeout, lambda: _http_ok(f"{etcd_url}/health"))
+        etcd = Etcd.configure(binaries.etcd, workdir, die_with_parent)
+        _say(progress, f"starting etcd on {etcd.url}")
+        plane.processes.append(etcd)
+        etcd.start(timeout)
 
-        plane.server = f"https://127.0.0.1:{api_port}"
-        _say(progress, f"starting kube-apiserver on {plane.server}")
-        plane.processes.append(
-            _spawn(
-                "kube-apiserver",
-                workdir,
-                [
-                    str(binaries.kube_apiserver),
-                    f"--etcd-servers={etcd_url}",
-                    f"--cert-dir={pki}",
-                    f"--tls-cert-file={serving_cert}",
-                    f"--tls-private-key-file={serving_key}",
-                    f"--secure-port={api_port}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
-                    "--endpoint-reconciler-type=none",
-                    "--service-cluster-ip-range=10.0.0.0/24",
-                    "--authorization-mode=RBAC",
-                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                    f"--service-account-key-file={pki / 'sa.pub'}",
-                    f"--service-account-signing-key-file={pki / 'sa.key'}",
-                    f"--client-ca-file={ca_file}",
-                    "--disable-admission-plugins=ServiceAccount",
-                    "--allow-privileged=true",
-                    f"--audit-policy-file={audit_policy}",
-                    f"--audit-log-path={audit_log}",
-                    "--audit-log-mode=blocking",
-                    "--v=1",
-                ],
-                die_with_parent,
-            )
+        apiserver = APIServer.configure(
+            binaries.kube_apiserver,
+            workdir,
+            die_with_parent,
+            pki=pki,
+            etcd_url=etcd.url,
+            audit_policy=audit_policy,
+            audit_log=audit_log,
         )
-        _write_kubeconfig(plane.kubeconfig, plane.server, ca_file, admin_cert, admin_key)
-        context = ssl.create_default_context(cafile=str(ca_file))
-        context.load_cert_chain(str(admin_cert), str(admin_key))
-        _wait(plane.processes[-1], timeout, lambda: _http_ok(f"{plane.server}/readyz", context))
+        plane.server = apiserver.server
+        _write_kubeconfig(plane.kubeconfig, plane.server, pki.ca, pki.admin_cert, pki.admin_key)
+        _say(progress, f"starting kube-apiserver on {plane.server}")
+        plane.processes.append(apiserver)
+        apiserver.start(timeout)
 
         if install_crds:
             _say(progress, "installing the credbridge CRDs")
             plane.install_crds()
         kcm_kubeconfig = workdir / "kube-controller-manager.kubeconfig"
         _write_kubeconfig(
-            kcm_kubeconfig, plane.server, ca_file, kcm_cert, kcm_key, user="system:kube-controller-manager"
+            kcm_kubeconfig,
+            plane.server,
+            pki.ca,
+            pki.controller_manager_cert,
+            pki.controller_manager_key,
+            user="system:kube-controller-manager",
         )
         _say(progress, "starting kube-controller-manager (garbage collection, namespace deletion)")
-        plane.processes.append(
-            _spawn(
-                "kube-controller-manager",
-                workdir,
-                [
-                    str(binaries.kube_controller_manager),
-                    f"--kubeconfig={kcm_kubeconfig}",
-                    "--use-service-account-credentials=true",
-                    "--leader-elect=false",
-                    # clusterrole-aggregation: the chart extends admin/edit/view by aggregation labels.
-                    "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,clusterrole-aggregation",
-                    f"--service-account-private-key-file={pki / 'sa.key'}",
-                    f"--root-ca-file={ca_file}",
-                    "--secure-port=0",
-                    "--concurrent-gc-syncs=5",
-                    "--concurrent-namespace-syncs=5",
-                    "--v=1",
-                ],
-                die_with_parent,
-            )
+        manager = ControllerManager.configure(
+            binaries.kube_controller_manager,
+            workdir,
+            die_with_parent,
+            pki=pki,
+            kubeconfig=kcm_kubeconfig,
+            kubectl=binaries.kubectl,
+            admin_kubeconfig=plane.kubeconfig,
         )
-        _wait(plane.processes[-1], timeout, lambda: _default_service_account_exists(plane))
+        plane.processes.append(manager)
+        manager.start(timeout)
     except BaseException:
         plane.stop()
         raise
@@ -386,22 +603,6 @@ def start_logged(
         )
 
 
-def _spawn(name: str, workdir: pathlib.Path, argv: Sequence[str], die_with_parent: bool) -> _Process:
-    log = workdir / f"{name}.log"
-    return _Process(name, start_logged(argv, log, die_with_parent=die_with_parent), log)
-
-
-def _terminate(popen: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if popen.poll() is not None:
-        return
-    popen.send_signal(signal.SIGTERM)
-    try:
-        popen.wait(grace)
-    except subprocess.TimeoutExpired:
-        popen.kill()
-        popen.wait(grace)
-
-
 def _tail(path: pathlib.Path, lines: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -409,22 +610,33 @@ def _tail(path: pathlib.Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def _wait(process: _Process, timeout: float, ready: object) -> None:
-    """Poll `ready()` until it is true; fail with the process log if it exits or time runs out."""
+def _wait(process: LocalProcess, timeout: float) -> None:
+    """Poll `process.ready()` until it is true; fail with the process log if it exits or time runs out."""
     deadline = time.monotonic() + timeout
-    assert callable(ready)
     while time.monotonic() < deadline:
-        if process.popen.poll() is not None:
+        if not process.alive():
+            code = process.popen.returncode if process.popen is not None else "?"
             raise ControlPlaneError(
-                f"{process.name} exited with code {process.popen.returncode} while starting; "
+                f"{process.name} exited with code {code} while starting; "
                 f"last lines of {process.log}:\n{_tail(process.log)}"
             )
-        if ready():
+        if process.ready():
             return
         time.sleep(0.25)
     raise ControlPlaneError(
         f"{process.name} was not ready after {timeout:.0f}s; last lines of {process.log}:\n{_tail(process.log)}"
     )
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (exited, not yet reaped) counts as dead."""
+    if pid <= 0:
+        return False
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
@@ -433,28 +645,6 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ssl.SSLError):
         return False
-
-
-def _default_service_account_exists(plane: ControlPlane) -> bool:
-    """The service-account controller made `default/default`: kube-controller-manager is working."""
-    result = subprocess.run(
-        [
-            str(plane.binaries.kubectl) if plane.binaries else "kubectl",
-            "--kubeconfig",
-            str(plane.kubeconfig),
-            "get",
-            "serviceaccount",
-            "default",
-            "-n",
-            "default",
-            "-o",
-            "name",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return result.returncode == 0
 
 
 def _write_kubeconfig(
