@@ -270,6 +270,31 @@ def test_no_canary_leaves_ciphertext(
             values_read.extend(allowed)
 
     read_everything()
+
+    # A refused keyring change (new bytes under the active key id) is reported without key material.
+    core_api = client.CoreV1Api(kube_api)
+    saved = core_api.read_namespaced_secret(names.DEFAULT_KEYRING_SECRET, "credbridge-system")
+    swapped_key = secrets.token_bytes(32)
+    key_canaries = [
+        text
+        for key in [swapped_key, *(base64.b64decode(value) for value in saved.data.values())]
+        for text in (base64.b64encode(key).decode(), base64.urlsafe_b64encode(key).decode().rstrip("="), key.hex())
+    ]
+    broken = core_api.read_namespaced_secret(names.DEFAULT_KEYRING_SECRET, "credbridge-system")
+    broken.data[rotated.active_id] = base64.b64encode(swapped_key).decode()
+    core_api.replace_namespaced_secret(names.DEFAULT_KEYRING_SECRET, "credbridge-system", broken)
+    objects.wait_until(
+        lambda: any(
+            event.get("reason") == "KeyringRejected"
+            for event in objects.events_for(kube_api, "credbridge-system", names.DEFAULT_KEYRING_SECRET)
+        ),
+        what="the keyring change to be refused",
+    )
+    restored = core_api.read_namespaced_secret(names.DEFAULT_KEYRING_SECRET, "credbridge-system")
+    restored.data = saved.data
+    restored.metadata.annotations = saved.metadata.annotations
+    core_api.replace_namespaced_secret(names.DEFAULT_KEYRING_SECRET, "credbridge-system", restored)
+
     credbridge_operator.restart(extra_args=("--log-format", "json"))  # the scan covers both formats
     objects.wait_until(lambda: 'result="unchanged"' in credbridge_operator.process.metrics(), what="resync")
     read_everything()
@@ -310,6 +335,8 @@ def test_no_canary_leaves_ciphertext(
     assert leaks == [], f"secret values leaked into: {leaks}"
     literal_leaks = [where for where, text in haystacks.items() if LITERAL_CANARY in text]
     assert literal_leaks == [], f"literal values leaked into: {literal_leaks}"
+    key_leaks = [where for where, text in haystacks.items() for key in key_canaries if key in text]
+    assert key_leaks == [], f"key material leaked into: {key_leaks}"
     # And the scan is not vacuous: the operator did log at debug level and did post Events.
     assert "DEBUG" in haystacks["operator logs"]
     assert '"level": "debug"' in haystacks["operator logs"]
