@@ -361,3 +361,22 @@ def test_a_binding_whose_credential_is_elsewhere_is_checked_for_syntax_only(
     path = write(tmp_path, "binding.yaml", BINDING.replace(', "bad key": "x"', ""))
     code, _, _ = run(capsys, "-f", str(path))
     assert code == 0
+
+
+def test_the_size_limit_is_the_webhooks_and_the_operators(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    types = "".join(f"    - {{name: p{index}, label: P{index}, type: password}}\n" for index in range(8))
+    write(
+        tmp_path,
+        "z-types.yaml",
+        "apiVersion: credbridge.io/v1alpha1\nkind: CredentialType\nmetadata: {name: eight}\n"
+        f"spec:\n  name: eight\n  label: Eight\n  inputs:\n{types}",
+    )
+    # 8 x 65,500 bytes fit in 512 KiB with their JSON framing; 8 x 65,536 (each value at its own limit) do not.
+    write(tmp_path, "a-fits.yaml", credential("fits", "eight", {f"p{i}": "w" * 65_500 for i in range(8)}))
+    over = write(tmp_path, "b-over.yaml", credential("over", "eight", {f"p{i}": "o" * 65_536 for i in range(8)}))
+    code, out, _ = run(capsys, "-f", str(tmp_path), "--literal-secrets", "allow")
+    assert code == 1
+    assert problem_lines(out) == [
+        f"{over}:0: Credential team-a/over: the fields of this 'eight' credential together exceed the limit of "
+        "524288 bytes (encoded as JSON): shorten the largest values or split the credential"
+    ]
