@@ -215,8 +215,19 @@ def test_bad_input_gets_a_condition_and_an_event_naming_the_problem(
 
 
 def test_oversized_value_is_refused_with_the_limit(kube_api: client.ApiClient, namespace: str) -> None:
+    # A literal that long is refused by the API server itself (the CRD's maxLength repeats the limit).
+    with pytest.raises(client.ApiException) as refused:
+        objects.create_credential(
+            kube_api, namespace, objects.credential_body("big", "openAIApi", {"openAIApiKey": "x" * (65 * 1024)})
+        )
+    assert refused.value.status == 422
+    assert "spec.data.openAIApiKey" in str(refused.value.body) and "65536" in str(refused.value.body)
+    # A value that only the operator sees is refused by the reconciler, naming the field and the limit.
+    objects.create_secret(kube_api, namespace, "big-source", {"key": "x" * (65 * 1024)})
     objects.create_credential(
-        kube_api, namespace, objects.credential_body("big", "openAIApi", {"openAIApiKey": "x" * (65 * 1024)})
+        kube_api,
+        namespace,
+        objects.credential_body("big", "openAIApi", value_from={"openAIApiKey": ("big-source", "key")}),
     )
     condition = objects.ready(objects.wait_for_reason(kube_api, namespace, "big", "ValidationFailed"))
     assert condition is not None and "openAIApiKey" in condition["message"] and "65536 bytes" in condition["message"]
