@@ -144,9 +144,17 @@ def measured(request: pytest.FixtureRequest) -> Iterator[list[str]]:
             reporter.write_line(line)
 
 
-def record(measured: list[str], fault: str, seconds: float, writes: Mapping[str, int]) -> None:
+def record(
+    measured: list[str], fault: str, seconds: float, writes: Mapping[str, int], outage: float | None = None
+) -> None:
+    """One line: how long the fault lasted (when it is one), how long convergence took after it, the writes."""
     counted = ", ".join(f"{count} {kind}" for kind, count in sorted(writes.items())) or "none"
-    measured.append(f"fault {fault}: converged {seconds:.1f} s after recovery; operator writes: {counted}")
+    timing = (
+        f"faulty {outage:.1f} s, converged {seconds:.1f} s after recovery"
+        if outage is not None
+        else (f"converged {seconds:.1f} s after the change")
+    )
+    measured.append(f"{fault}: {timing}; operator writes: {counted}")
 
 
 # ---- what a user checks ---------------------------------------------------------------------
@@ -314,6 +322,7 @@ def test_operator_killed_during_a_burst_of_creates(
     creator = threading.Thread(target=create, args=(api, namespace, burst))
     creator.start()
     wait(lambda: len(problems(api, namespace, {**bystanders, **burst})) <= 30, "a third of the burst")
+    fault_at = time.monotonic()
     running.kill()
     time.sleep(2)  # creates are refused meanwhile: the webhook is down with the operator
     running.start()
@@ -329,7 +338,7 @@ def test_operator_killed_during_a_burst_of_creates(
     assert kinds.get("secrets create") == len(burst)
     assert "secrets update" not in kinds
     assert len(burst) <= kinds.get("credentials/status patch", 0) <= 2 * len(burst)
-    record(measured, "operator kill -9 during 40 creates", seconds, kinds)
+    record(measured, "operator kill -9 during 40 creates", seconds, kinds, outage=recovered - fault_at)
 
 
 @pytest.mark.parametrize("process", ["kube-apiserver", "etcd"], ids=["apiserver", "etcd"])
@@ -347,6 +356,7 @@ def test_control_plane_process_killed_and_restarted(
     changed = next(iter(bystanders))
     mark = audit.mark()
 
+    fault_at = time.monotonic()
     plane.process(process).kill()
     time.sleep(3)  # the operator's watches and requests fail meanwhile
     plane.process(process).restart()
@@ -367,7 +377,7 @@ def test_control_plane_process_killed_and_restarted(
     kinds = summary(writes)
     assert kinds.get("secrets create") == len(new)
     assert kinds.get("secrets update") == 1
-    record(measured, f"{process} kill -9 and restart", seconds, kinds)
+    record(measured, f"{process} kill -9 and restart", seconds, kinds, outage=recovered - fault_at)
 
 
 # ---- keyring accidents ----------------------------------------------------------------------
@@ -423,6 +433,7 @@ def test_keyring_fault_keeps_the_last_good_keyring_until_restored(
     seen = event_names(api)
     mark = audit.mark()
 
+    fault_at = time.monotonic()
     fragment = break_keyring(api, saved, fault)
     try:
         wait(lambda: running.gauge("credbridge_keyring_rejected") == 1.0, "the keyring_rejected gauge")
@@ -464,7 +475,7 @@ def test_keyring_fault_keeps_the_last_good_keyring_until_restored(
     ]
     assert keyring_writes == [], "the restored keyring carries its fingerprints: nothing to record"
     assert keyring_secret(api).data == saved.data
-    record(measured, f"keyring {fault}, then restored", seconds, kinds)
+    record(measured, f"keyring {fault}, then restored", seconds, kinds, outage=recovered - fault_at)
 
 
 def test_swapped_key_bytes_stop_a_restarting_operator_until_restored(
@@ -476,6 +487,7 @@ def test_swapped_key_bytes_stop_a_restarting_operator_until_restored(
     running.process.stop()
     mark = audit.mark()
     seen = event_names(api)
+    fault_at = time.monotonic()
     key_id = swap_active_key(api, saved, fingerprints="keep")
     try:
         refused = running.start(wait_ready=False)
@@ -490,7 +502,13 @@ def test_swapped_key_bytes_stop_a_restarting_operator_until_restored(
     seconds = time.monotonic() - recovered
     writes = operator_writes(audit, mark, namespace)
     assert touched(writes, bystanders) == []
-    record(measured, "key bytes swapped across an operator restart, then restored", seconds, summary(writes))
+    record(
+        measured,
+        "key bytes swapped across an operator restart, then restored",
+        seconds,
+        summary(writes),
+        outage=recovered - fault_at,
+    )
 
 
 def test_a_wrong_keyring_restored_whole_while_the_operator_is_down_is_repaired_on_start(
@@ -504,6 +522,7 @@ def test_a_wrong_keyring_restored_whole_while_the_operator_is_down_is_repaired_o
     saved = keyring_secret(api)
     running.process.stop()
     mark = audit.mark()
+    fault_at = time.monotonic()
     swap_active_key(api, saved, fingerprints="rewrite")
     try:
         running.start()
@@ -518,7 +537,13 @@ def test_a_wrong_keyring_restored_whole_while_the_operator_is_down_is_repaired_o
     kinds = summary(operator_writes(audit, mark, namespace))
     # Sealed again under the wrong key, then under the right one: two writes per Secret, no more.
     assert kinds.get("secrets update") == 2 * len(bystanders)
-    record(measured, "wrong keyring restored whole across a restart, then the right one", seconds, kinds)
+    record(
+        measured,
+        "wrong keyring restored whole across a restart, then the right one",
+        seconds,
+        kinds,
+        outage=recovered - fault_at,
+    )
 
 
 # ---- the largest Credentials ----------------------------------------------------------------
