@@ -124,9 +124,20 @@ def audit(plane: controlplane.ControlPlane) -> AuditLog:
 
 @pytest.fixture
 def namespaces(api: client.ApiClient) -> Iterator[Namespaces]:
+    """Fresh namespaces, deleted after the test — and gone before the next fault, which could
+    otherwise catch kube-controller-manager in the middle of deleting them."""
     made = Namespaces(api)
     yield made
     made.delete_all()
+    core = client.CoreV1Api(api)
+
+    def gone() -> bool:
+        listed = {namespace.metadata.name for namespace in core.list_namespace().items}
+        return not listed & set(made.created)
+
+    deadline = time.monotonic() + 90
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -718,9 +729,10 @@ def test_rotation_completes_for_a_maximum_size_credential(
             f"{item['metadata']['namespace']}/{item['metadata']['name']} ({(objects.ready(item) or {}).get('reason')})"
             for item in listed
             if (item.get("status") or {}).get("keyId") == before[0].active_id
+            and not item["metadata"].get("deletionTimestamp")  # going away with its Secret
         ]
 
-    # Earlier tests' Credentials move too (or go with their namespaces) before the old key can go.
+    # Earlier tests' Credentials move too before the old key can go.
     deadline = time.monotonic() + CONVERGE_TIMEOUT
     while left := on_old_key():
         assert time.monotonic() < deadline, f"still on the old key: {left}"
