@@ -149,9 +149,20 @@ def ensure(api: client.ApiClient, namespace: str, name: str, random_bytes: envel
         try:
             record_fingerprints(api, namespace, name, stored)
         except errors.ApiError as error:
-            if not error.conflict:
+            if error.conflict:
+                continue  # changed meanwhile (another replica recorded them): read and check again
+            if not error.forbidden:
                 raise
-            continue  # changed meanwhile (another replica recorded them): read and check again
+            # A keyring the operator may read but not change (brought by another tool, RBAC kept
+            # tight): it still works; only a change of bytes across restarts goes unnoticed.
+            logger.warning(
+                "cannot record key fingerprints in keyring Secret %s/%s (%s): changed key bytes are noticed "
+                "only while the operator runs; allow it to patch the Secret, or add the annotation %s yourself",
+                namespace,
+                name,
+                error,
+                names.KEY_FINGERPRINTS_ANNOTATION,
+            )
         return stored.ring
     else:
         raise keyring.KeyringError(f"keyring Secret {namespace}/{name} kept changing while it was read: try again")
