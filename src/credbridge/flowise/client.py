@@ -17,6 +17,7 @@ One connection per client is kept alive and used by one request at a time.
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import dataclasses
 import http.client
 import json
@@ -123,7 +124,7 @@ class FlowiseClient:
         url: str,
         api_key: redaction.Redacted | None,
         *,
-        settings: ClientSettings = ClientSettings(),  # noqa: B008 -- frozen dataclass, never mutated
+        settings: ClientSettings = ClientSettings(),
         ca_pem: str | None = None,
     ) -> None:
         """`url` is the server's base URL (`https://flowise.example.com`); `ca_pem` a CA bundle in
@@ -185,7 +186,9 @@ class FlowiseClient:
         """Names of the credential types this Flowise knows (`GET /api/v1/components-credentials`)."""
         answer = self._call("GET", "/components-credentials", "list credential types")
         if not isinstance(answer, list):
-            raise BadResponse(f"Flowise at {self.url} answered the credential type list with something that is not a list")
+            raise BadResponse(
+                f"Flowise at {self.url} answered the credential type list with something that is not a list"
+            )
         return {str(item["name"]) for item in answer if isinstance(item, dict) and item.get("name")}
 
     def put_credential(self, body: collections.abc.Mapping[str, typing.Any]) -> RemoteCredential:
@@ -318,10 +321,8 @@ def _shut(connection: http.client.HTTPConnection) -> None:
     """Ends a request that ran out of time: any blocked read fails at once."""
     sock = connection.sock
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 def _os_reason(error: BaseException) -> str:

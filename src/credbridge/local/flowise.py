@@ -113,7 +113,15 @@ def ensure_installed(version: str = FLOWISE_VERSION, *, progress: bool = True) -
         ticker.start()
         with log.open("wb") as handle:
             result = subprocess.run(
-                [npm, "install", f"flowise@{version}", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+                [
+                    npm,
+                    "install",
+                    f"flowise@{version}",
+                    "--ignore-scripts",
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                ],
                 cwd=staging,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
@@ -206,8 +214,9 @@ def _wait_until(
         if ready():
             return
         time.sleep(0.3)
-    raise LocalFlowiseError(f"{name} was not ready after {timeout:.0f}s; last lines of {log}:\n" + controlplane._tail(log, 40))
-
+    raise LocalFlowiseError(
+        f"{name} was not ready after {timeout:.0f}s; last lines of {log}:\n" + controlplane._tail(log, 40)
+    )
 
 
 @dataclasses.dataclass
@@ -333,7 +342,18 @@ class PostgresServer:
     def psql(self, database: str, sql: str) -> str:
         """Runs SQL with psql and returns its unaligned, tuples-only output (for tests)."""
         result = subprocess.run(
-            [str(postgres_bin() / "psql"), "-U", self.superuser, "-d", database, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql],
+            [
+                str(postgres_bin() / "psql"),
+                "-U",
+                self.superuser,
+                "-d",
+                database,
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
             env=self._client_env(),
             capture_output=True,
             text=True,

@@ -13,9 +13,11 @@ from typing import Any
 import kopf
 
 from credbridge.core import admission, binding, names, views
+from credbridge.core.flowise import target as flowise_target
 from credbridge.kube import fetching
 from credbridge.operator import bindings as bindings_module
 from credbridge.operator import controller as controller_module
+from credbridge.operator import flowise as flowise_module
 
 
 def _plain(body: Any) -> dict[str, Any]:
@@ -162,6 +164,24 @@ def register(
             operator_username=operator_username,
         )
         _enforce(decision, warnings)
+
+
+def register_flowise(registry: kopf.OperatorRegistry, flowise_sync: flowise_module.FlowiseSync) -> None:
+    """Register the Flowise sync's handlers: FlowiseTargets, and the Credential and managed Secret
+    events it follows beside the controller (kopf hands each event to every handler of a resource)."""
+
+    @kopf.on.event(names.GROUP, names.VERSION, flowise_target.PLURAL, registry=registry)
+    async def flowise_target_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        flowise_sync.target_changed(type, _plain(body))
+
+    @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_PLURAL, registry=registry)
+    async def flowise_credential_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        flowise_sync.credential_changed(type, body)
+
+    @kopf.on.event("", "v1", "secrets", registry=registry)
+    async def flowise_secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        # Metadata only: the Flowise sync needs a managed Secret's revision, never its data.
+        flowise_sync.secret_changed(type, _metadata_only(body))
 
 
 def _enforce(decision: admission.Decision, warnings: list[str]) -> None:

@@ -24,6 +24,7 @@ from credbridge.kube import builtins, connecting, errors, fetching, keyrings
 from credbridge.operator import bindings as bindings_module
 from credbridge.operator import controller as controller_module
 from credbridge.operator import endpoint as endpoint_module
+from credbridge.operator import flowise as flowise_module
 from credbridge.operator import handlers, injecting, metrics
 from credbridge.operator import settings as settings_module
 
@@ -181,6 +182,9 @@ def run(settings: settings_module.OperatorSettings) -> int:
     controller.secret_listeners.append(bindings.secret_changed)
     bindings.start()
     controller.start()
+    flowise_sync = flowise_module.FlowiseSync(controller, settings.flowise) if settings.flowise.enabled else None
+    if flowise_sync is not None:
+        flowise_sync.start()
     stop_watching = threading.Event()
     keyrings.watch_changes(api, namespace, settings.keyring.secret_name, controller.keyring_changed, stop_watching)
     if settings.serving.metrics_port:
@@ -190,12 +194,16 @@ def run(settings: settings_module.OperatorSettings) -> int:
     handlers.register(
         kopf_registry, controller, bindings, operator_username=operator_username, webhooks=settings.admission.port > 0
     )
+    if flowise_sync is not None:
+        handlers.register_flowise(kopf_registry, flowise_sync)
     try:
         endpoint = start_workload_reads(settings, controller, bindings, kopf_registry)
     except RuntimeError as error:
         logger.error("refusing to start: %s", error)
         stop_watching.set()
         bindings.stop()
+        if flowise_sync is not None:
+            flowise_sync.stop()
         controller.stop()
         return EXIT_ENDPOINT
 
@@ -229,6 +237,8 @@ def run(settings: settings_module.OperatorSettings) -> int:
         if endpoint is not None:
             endpoint.stop()
         bindings.stop()
+        if flowise_sync is not None:
+            flowise_sync.stop()
         controller.stop()
     return 0
 

@@ -140,6 +140,8 @@ class Push:
     """`{id, name, credentialName, plainDataObj}`; holds plaintext, never formatted."""
     entry: Entry
     """The status entry after a successful push (its `flowiseUpdatedDate` comes from the answer)."""
+    before: Entry | None = None
+    """The owned entry before the push, kept (marked failed) when the push fails."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +214,9 @@ def plan_sync(
     before = {entry.id: entry for entry in previous}
     plan = SyncPlan(entries={})
     for candidate in candidates:
-        _plan_candidate(plan, candidate, before.get(candidate.id), remote, known_types, content_of, ring, now, namespace, target)
+        _plan_candidate(
+            plan, candidate, before.get(candidate.id), remote, known_types, content_of, ring, now, namespace, target
+        )
     wanted = {candidate.id for candidate in candidates}
     for entry in previous:
         if entry.id in wanted or not entry.owned:
@@ -223,6 +227,41 @@ def plan_sync(
             plan.deletes.append(Delete(entry.id, entry.name, entry))
         # owned and already gone from Flowise: nothing to do, the entry is dropped
     return plan
+
+
+def _blocked(
+    candidate: Candidate,
+    where: str,
+    owned: bool,
+    found: Remote | None,
+    known_types: collections.abc.Container[str] | None,
+) -> tuple[str, str, str | None] | None:
+    """Why a Candidate cannot be pushed now: (state, message, Event reason or None), or None."""
+    if found is not None and not owned:
+        message = (
+            f"{where}: Flowise already has a credential with this id ({found.name!r}, type {found.credential_name}) "
+            "that credbridge did not create; credbridge leaves it alone: delete or rename it in Flowise, or give "
+            "the Credential another spec.id"
+        )
+        return CONFLICT, message, "Conflict"
+    if candidate.not_ready is not None:
+        suffix = "; Flowise keeps what was pushed last" if owned else ""
+        return PENDING, f"{where} is not Ready ({candidate.not_ready}){suffix}", None
+    if candidate.denial is not None:
+        return FAILED, f"{where}: {candidate.denial}", "PlaintextDenied"
+    if not is_flowise_id(candidate.id):
+        message = (
+            f"{where}: Flowise stores credential ids as UUIDs and this id is not one, so the credential cannot "
+            "keep its id there: set spec.id to a UUID (or remove it to use the object's uid)"
+        )
+        return FAILED, message, "InvalidId"
+    if known_types is not None and candidate.type_name not in known_types:
+        message = (
+            f"{where}: this Flowise does not know the credential type {candidate.type_name!r}; upgrade Flowise or "
+            "leave the Credential out with spec.selector"
+        )
+        return FAILED, message, "UnknownType"
+    return None
 
 
 def _plan_candidate(
@@ -249,47 +288,21 @@ def _plan_candidate(
         if event is not None and changed:
             plan.events.append(event)
 
-    if found is not None and not owned:
-        message = (
-            f"{where}: Flowise already has a credential with this id ({found.name!r}, type {found.credential_name}) "
-            "that credbridge did not create; credbridge leaves it alone: delete or rename it in Flowise, or give "
-            "the Credential another spec.id"
-        )
-        keep(CONFLICT, message, Event("Warning", "Conflict", message))
+    blocked = _blocked(candidate, where, owned, found, known_types)
+    if blocked is not None:
+        state, message, reason = blocked
+        keep(state, message, Event("Warning", reason, message) if reason else None)
         return
-    if candidate.not_ready is not None:
-        suffix = "; Flowise keeps what was pushed last" if owned else ""
-        keep(PENDING, f"{where} is not Ready ({candidate.not_ready}){suffix}")
-        return
-    if candidate.denial is not None:
-        message = f"{where}: {candidate.denial}"
-        keep(FAILED, message, Event("Warning", "PlaintextDenied", message))
-        return
-    if not is_flowise_id(candidate.id):
-        message = (
-            f"{where}: Flowise stores credential ids as UUIDs and this id is not one, so the credential cannot "
-            "keep its id there: set spec.id to a UUID (or remove it to use the object's uid)"
-        )
-        keep(FAILED, message, Event("Warning", "InvalidId", message))
-        return
-    if known_types is not None and candidate.type_name not in known_types:
-        message = (
-            f"{where}: this Flowise does not know the credential type {candidate.type_name!r}; upgrade Flowise or "
-            "leave the Credential out with spec.selector"
-        )
-        keep(FAILED, message, Event("Warning", "UnknownType", message))
-        return
-
-    assert entry is None or entry.owned
+    mine = entry if owned else None  # an entry that never owned its id only reported on it
     if (
-        entry is not None
+        mine is not None
         and found is not None
-        and entry.state == SYNCED
-        and entry.revision == candidate.revision
-        and entry.flowise_updated_date == found.updated_date
-        and (entry.pushed_hmac or "").partition(":")[0] == ring.active_id
+        and mine.state == SYNCED
+        and mine.revision == candidate.revision
+        and mine.flowise_updated_date == found.updated_date
+        and (mine.pushed_hmac or "").partition(":")[0] == ring.active_id
     ):
-        plan.entries[candidate.id] = entry  # nothing changed on either side: nothing to decrypt
+        plan.entries[candidate.id] = mine  # nothing changed on either side: nothing to decrypt
         return
 
     fields = content_of(candidate)
@@ -300,21 +313,23 @@ def _plan_candidate(
     content = payload_bytes(body)
     aad = hmac_aad(namespace, target, candidate.id)
     wanted_hmac = envelope.content_hmac(ring.active_id, ring.active_key, aad, content)
-    same = entry is not None and entry.pushed_hmac is not None and (
-        envelope.verify_content_hmac(entry.pushed_hmac, ring.keys, aad, content)
+    same = (
+        mine is not None
+        and mine.pushed_hmac is not None
+        and (envelope.verify_content_hmac(mine.pushed_hmac, ring.keys, aad, content))
     )
-    if entry is not None and found is not None and same and entry.flowise_updated_date == found.updated_date:
+    if mine is not None and found is not None and same and mine.flowise_updated_date == found.updated_date:
         # Same content, untouched in Flowise: only the HMAC key or the revision moved. No push.
         plan.entries[candidate.id] = dataclasses.replace(
-            entry, name=candidate.name, state=SYNCED, pushed_hmac=wanted_hmac, revision=candidate.revision, message=None
+            mine, name=candidate.name, state=SYNCED, pushed_hmac=wanted_hmac, revision=candidate.revision, message=None
         )
         return
 
-    if entry is None:
+    if mine is None:
         action = "create"
     elif found is None:
-        action = "create" if entry.pushed_hmac is None else "recreate"
-    elif entry.pushed_hmac is not None and entry.flowise_updated_date != found.updated_date:
+        action = "create" if mine.pushed_hmac is None else "recreate"
+    elif mine.pushed_hmac is not None and mine.flowise_updated_date != found.updated_date:
         action = "revert"
     else:
         action = "update"
@@ -327,9 +342,9 @@ def _plan_candidate(
         revision=candidate.revision,
         last_push_time=now,
     )
-    if entry is None:
+    if mine is None:
         plan.claims.append(Entry(candidate.name, candidate.id, PUSHING, owned=True))
-    plan.pushes.append(Push(candidate.id, candidate.name, action, body, after))
+    plan.pushes.append(Push(candidate.id, candidate.name, action, body, after, mine))
     if action == "revert":
         plan.events.append(
             Event(
@@ -341,7 +356,9 @@ def _plan_candidate(
         )
     elif action == "recreate":
         plan.events.append(
-            Event("Normal", "Recreated", f"{where} was missing from Flowise (deleted there?); credbridge pushed it again")
+            Event(
+                "Normal", "Recreated", f"{where} was missing from Flowise (deleted there?); credbridge pushed it again"
+            )
         )
 
 
@@ -364,9 +381,11 @@ def entries_after(plan: SyncPlan, results: collections.abc.Mapping[str, PushResu
             entries[push.id] = dataclasses.replace(push.entry, flowise_updated_date=result.updated_date)
             continue
         claim = next((c for c in plan.claims if c.id == push.id), None)
-        kept = entries.get(push.id) or claim or Entry(push.name, push.id, FAILED, owned=True)
+        kept = push.before or claim or Entry(push.name, push.id, FAILED, owned=True)
         message = (result.message if result else None) or "not pushed yet"
-        entries[push.id] = dataclasses.replace(kept, name=push.name, state=FAILED if result else PENDING, message=message)
+        entries[push.id] = dataclasses.replace(
+            kept, name=push.name, state=FAILED if result else PENDING, message=message
+        )
     for delete in plan.deletes:
         result = results.get(delete.id)
         if result is None or not result.ok:
@@ -398,10 +417,18 @@ def ready_condition(entries: collections.abc.Sequence[Entry]) -> tuple[str, str,
     problems = [entry for entry in entries if entry.state in (CONFLICT, FAILED)]
     first = f": {problems[0].message}" if problems and problems[0].message else ""
     if tally["conflicts"]:
-        return "False", "Conflict", f"{tally['conflicts']} credential id(s) collide with credentials credbridge did not create{first}"
+        return (
+            "False",
+            "Conflict",
+            f"{tally['conflicts']} credential id(s) collide with credentials credbridge did not create{first}",
+        )
     if tally["failed"]:
         return "False", "PushFailed", f"{tally['failed']} credential(s) could not be synced{first}"
     if tally["pending"]:
         waiting = next((entry.message for entry in entries if entry.state in (PENDING, PUSHING) and entry.message), "")
-        return "False", "Pending", f"{tally['pending']} credential(s) wait to be synced" + (f": {waiting}" if waiting else "")
+        return (
+            "False",
+            "Pending",
+            f"{tally['pending']} credential(s) wait to be synced" + (f": {waiting}" if waiting else ""),
+        )
     return "True", "Synced", f"{tally['synced']} credential(s) in sync with Flowise"
