@@ -39,7 +39,9 @@ class AdminSession:
     def __repr__(self) -> str:
         return f"AdminSession(url={self.url!r})"
 
-    def _send(self, method: str, path: str, step: str, body: typing.Any = None) -> typing.Any:
+    def call(self, method: str, path: str, body: typing.Any = None, step: str = "") -> typing.Any:
+        """Sends one request as the logged-in admin (what Flowise's UI does) and returns the JSON answer."""
+        step = step or f"{method} {path}"
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(  # noqa: S310 -- http(s) URL checked by the caller
             self.url + client.API_PREFIX + path,
@@ -58,23 +60,23 @@ class AdminSession:
 
     def register(self, name: str, email: str, password: redaction.Redacted) -> None:
         """Creates the first admin account (only a Flowise without users accepts this)."""
-        self._send(
+        self.call(
             "POST",
             "/account/register",
-            "register the first admin",
             {"user": {"name": name, "email": email, "credential": password.reveal()}},
+            "register the first admin",
         )
 
     def login(self, email: str, password: redaction.Redacted) -> None:
         """Logs in; the session cookies authorize the next calls."""
-        self._send("POST", "/auth/login", "log in", {"email": email, "password": password.reveal()})
+        self.call("POST", "/auth/login", {"email": email, "password": password.reveal()}, "log in")
 
     def create_api_key(
         self, key_name: str, permissions: collections.abc.Sequence[str] = CREDENTIAL_PERMISSIONS
     ) -> redaction.Redacted:
         """Creates an API key of the admin's workspace with `permissions` and returns the key."""
-        keys = self._send(
-            "POST", "/apikey", f"create API key {key_name}", {"keyName": key_name, "permissions": list(permissions)}
+        keys = self.call(
+            "POST", "/apikey", {"keyName": key_name, "permissions": list(permissions)}, f"create API key {key_name}"
         )
         for key in keys if isinstance(keys, list) else []:
             if isinstance(key, dict) and key.get("keyName") == key_name and key.get("apiKey"):
