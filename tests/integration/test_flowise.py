@@ -38,7 +38,11 @@ def operator_args() -> list[str]:
 
 @pytest.fixture(scope="module")
 def operator_env() -> dict[str, str]:
-    return {"CRED_FLOWISE_KEY": "sk-from-env-" + secrets.token_hex(6)}
+    # CRED_FLOWISE_KEY is granted to the fw-granted-* namespaces; CRED_PLAIN_KEY only passes the allow-list.
+    return {
+        "CRED_FLOWISE_KEY": "sk-from-env-" + secrets.token_hex(6),
+        "CRED_PLAIN_KEY": "sk-plain-" + secrets.token_hex(6),
+    }
 
 
 def stored_fields(server: local_flowise.FlowiseServer, credential_id: str) -> dict[str, str] | None:
@@ -331,13 +335,13 @@ def test_unknown_type_invalid_id_and_ungranted_env_values_are_reported_not_pushe
         objects.create_credential(
             kube_api,
             namespace,
-            objects.credential_body("fromenv", "openAIApi", {"openAIApiKey": "<<CRED_FLOWISE_KEY>>"}),
+            objects.credential_body("fromenv", "openAIApi", {"openAIApiKey": "<<CRED_PLAIN_KEY>>"}),
         )
         setup_target(kube_api, namespace, flowise_server)
         assert "does not know the credential type" in wait_entry(kube_api, namespace, "custom", "Failed")["message"]
         assert "UUID" in wait_entry(kube_api, namespace, "notuuid", "Failed")["message"]
         denied = wait_entry(kube_api, namespace, "fromenv", "Failed")
-        assert "CRED_FLOWISE_KEY" in denied["message"] and "--env-policy" in denied["message"]
+        assert "CRED_PLAIN_KEY" in denied["message"] and "--env-policy" in denied["message"]
         target = wait_reason(kube_api, namespace, "PushFailed")
         assert target["status"]["counts"]["failed"] == 3
         reasons = event_reasons(kube_api, namespace)
