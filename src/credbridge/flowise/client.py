@@ -191,6 +191,16 @@ class FlowiseClient:
             )
         return {str(item["name"]) for item in answer if isinstance(item, dict) and item.get("name")}
 
+    def credential_field_names(self, credential_id: str) -> list[str]:
+        """The field names of one credential (`GET /api/v1/credentials/<id>`, which needs
+        `credentials:create` or `credentials:update`); its values are dropped unread."""
+        quoted = urllib.parse.quote(credential_id, safe="")
+        answer = self._call(
+            "GET", f"/credentials/{quoted}", f"read credential {credential_id}", permission="credentials:update"
+        )
+        fields = answer.get("plainDataObj") if isinstance(answer, dict) else None
+        return sorted(str(name) for name in fields) if isinstance(fields, dict) else []
+
     def put_credential(self, body: collections.abc.Mapping[str, typing.Any]) -> RemoteCredential:
         """Creates the credential `body["id"]`, or overwrites it when it exists (`credentials:create`).
 
