@@ -489,3 +489,27 @@ def start_flowise(
         server.stop_process()
         raise
     return server
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m credbridge.local.flowise install`: what `make flowise` runs before the Flowise tests.
+
+    Installs the flowise npm package into the cache (once) and checks that PostgreSQL's server
+    programs are there, explaining how to install what is missing.
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments != ["install"]:
+        print("usage: python -m credbridge.local.flowise install", file=sys.stderr)
+        return 2
+    try:
+        install = ensure_installed()
+        binaries = postgres_bin()
+    except LocalFlowiseError as error:
+        print(f"credbridge: {error}", file=sys.stderr)
+        return 1
+    _say(True, f"flowise@{install.version} in {install.root}; PostgreSQL programs in {binaries}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
