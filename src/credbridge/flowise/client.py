@@ -295,6 +295,10 @@ class FlowiseClient:
                 connection.request(method, self._prefix + API_PREFIX + path, body=encoded, headers=headers)
                 response = connection.getresponse()
                 data = _read_bounded(response, self.settings.max_response_bytes)
+                if watchdog.finished.is_set():
+                    raise TimeoutError  # the watchdog cut the answer short
+                if data is not None and response.length:
+                    raise http.client.IncompleteRead(data, response.length)
                 if data is None:
                     raise BadResponse(
                         f"{where} answered `{action}` with more than {self.settings.max_response_bytes} bytes; "
@@ -391,7 +395,7 @@ def _decode(
     if status == 403:
         needed = permission or "a permission this action needs"
         raise Forbidden(
-            f"cannot {action}: the API key lacks the Flowise permission {needed} (HTTP 403): "
+            f"cannot {action}: {where} says the API key lacks the permission {needed} (HTTP 403): "
             f"give the key {needed} in Flowise (API Keys → edit)",
             status=status,
             permission=permission,

@@ -8,15 +8,20 @@ run installs Flowise with npm into the cache (minutes, printed as it goes).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import pathlib
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from credbridge import tls as credbridge_tls
 from credbridge.core import names
 from credbridge.core.flowise import target as target_module
 from credbridge.flowise import client as flowise_client
+from credbridge.local import controlplane
 from credbridge.local import flowise as local_flowise
 from credbridge.testing import objects
 
@@ -146,3 +151,43 @@ def entry(target: dict[str, Any] | None, credential: str) -> dict[str, Any] | No
 def ready_reason(target: dict[str, Any] | None) -> str | None:
     condition = objects.ready(target)
     return None if condition is None else str(condition.get("reason"))
+
+
+class BrokenFlowise:
+    """A `brokenflowise` process on a free port; stopped by `stop()`."""
+
+    def __init__(self, mode: str, workdir: pathlib.Path, *, tls: bool = False) -> None:
+        self.port = controlplane.free_port()
+        self.ca_pem: str | None = None
+        argv = [sys.executable, "-m", "credbridge.testing.brokenflowise", "--port", str(self.port), "--mode", mode]
+        if tls:
+            ca = credbridge_tls.make_ca("broken-flowise-ca")
+            cert, key = credbridge_tls.issue(ca, "127.0.0.1", hosts=["127.0.0.1"]).write(workdir, f"broken-{self.port}")
+            self.ca_pem = ca.cert_pem.decode()
+            argv += ["--cert", str(cert), "--key", str(key)]
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        assert self.popen.stdout is not None
+        line = self.popen.stdout.readline()
+        if b"ready" not in line:
+            self.stop()
+            raise RuntimeError(f"the stand-in Flowise did not start: {line!r}")
+
+    def stop(self) -> None:
+        self.popen.terminate()
+        self.popen.wait(10)
+
+
+@pytest.fixture
+def broken_flowise(tmp_path: pathlib.Path) -> Iterator[Callable[..., BrokenFlowise]]:
+    """Starts stand-in Flowise processes with a chosen misbehaviour; all are stopped after the test."""
+    started: list[BrokenFlowise] = []
+
+    def start(mode: str, *, tls: bool = False) -> BrokenFlowise:
+        server = BrokenFlowise(mode, tmp_path, tls=tls)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
