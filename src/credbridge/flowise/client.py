@@ -314,6 +314,10 @@ class FlowiseClient:
                 ) from None
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as error:
                 self._drop()
+                if watchdog.finished.is_set():
+                    raise Unreachable(
+                        f"cannot {action}: {where} did not answer within {self.settings.request_timeout:g}s"
+                    ) from None
                 if reused and attempt == 1 and not watchdog.finished.is_set():
                     continue  # the kept-alive connection was closed by the server: one fresh try
                 raise Unreachable(f"cannot {action}: {where} closed the connection ({type(error).__name__})") from None
