@@ -20,6 +20,7 @@ from kubernetes import client
 from credbridge.core import names
 from credbridge.core.flowise import stored
 from credbridge.kube import keyrings
+from credbridge.local import controlplane
 from credbridge.local import flowise as local_flowise
 from credbridge.testing import flowise as flowise_testing
 from credbridge.testing import objects
@@ -33,7 +34,16 @@ GRANTED_PREFIX = "fw-granted"
 @pytest.fixture(scope="module")
 def operator_args() -> list[str]:
     # A short resync so edits made in Flowise are noticed within the test's patience.
-    return ["--flowise-resync", "2", "--env-policy", f"CRED_FLOWISE_*={GRANTED_PREFIX}-*"]
+    return [
+        "--flowise-resync",
+        "2",
+        "--flowise-timeout",
+        "5",
+        "--flowise-max-response-bytes",
+        str(1024 * 1024),
+        "--env-policy",
+        f"CRED_FLOWISE_*={GRANTED_PREFIX}-*",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -395,3 +405,49 @@ def test_flowise_down_then_back_converges(
     entry = wait_entry(kube_api, namespace, "during", "Synced", timeout=120)
     assert stored_fields(flowise_server, entry["id"]) == {"openAIApiKey": value}
     wait_reason(kube_api, namespace, "Synced")
+
+
+@pytest.mark.parametrize(
+    ("mode", "tls", "reason", "words"),
+    [
+        ("closed", False, "Unreachable", "not reachable"),
+        ("ok", True, "TLSError", "CERTIFICATE_VERIFY_FAILED"),
+        ("status:500", False, "ServerError", "HTTP 500"),
+        ("status:404", False, "NotFound", "without /api/v1"),
+        ("html", False, "NotFound", "web page"),
+        ("big", False, "BadResponse", "more than 1048576 bytes"),
+        ("slow:1", False, "Unreachable", "did not answer within 5s"),
+    ],
+)
+def test_a_broken_flowise_is_reported_on_the_target(
+    kube_api: client.ApiClient,
+    namespace: str,
+    broken_flowise: Any,
+    credbridge_operator: Any,
+    mode: str,
+    tls: bool,
+    reason: str,
+    words: str,
+) -> None:
+    objects.create_credential(kube_api, namespace, objects.credential_body("c", "openAIApi", {"openAIApiKey": "sk-x"}))
+    flowise_testing.create_api_key_secret(kube_api, namespace, "key", "some-key")
+    url = f"http://127.0.0.1:{controlplane.free_port()}" if mode == "closed" else broken_flowise(mode, tls=tls).url
+    flowise_testing.create_target(kube_api, namespace, flowise_testing.target_body("flowise", url, "key"))
+    target = wait_reason(kube_api, namespace, reason)
+    assert words in objects.ready(target)["message"]  # type: ignore[index]
+    assert url in objects.ready(target)["message"]  # type: ignore[index]
+    assert target["status"].get("credentials") is None, "nothing was claimed or pushed"
+    objects.wait_until(lambda: reason in event_reasons(kube_api, namespace), 30, f"a {reason} Event")
+
+
+def test_a_ca_secret_makes_a_private_certificate_trusted(
+    kube_api: client.ApiClient, namespace: str, broken_flowise: Any, credbridge_operator: Any
+) -> None:
+    server = broken_flowise("ok", tls=True)
+    objects.create_secret(kube_api, namespace, "flowise-ca", {"ca.crt": server.ca_pem})
+    flowise_testing.create_api_key_secret(kube_api, namespace, "key", "some-key")
+    flowise_testing.create_target(
+        kube_api, namespace, flowise_testing.target_body("flowise", server.url, "key", ca_secret="flowise-ca")
+    )
+    target = wait_reason(kube_api, namespace, "Synced")
+    assert target["status"]["flowiseVersion"] == "0.0.0-stand-in" and target["status"]["reachable"] is True
