@@ -149,3 +149,9 @@ def test_failed_pushes_keep_the_previous_entry_and_the_counts_and_condition_say_
     assert sync.counts(entries) == {"synced": 0, "pending": 0, "failed": 1, "conflicts": 0}
     assert sync.ready_condition(entries)[:2] == ("False", "PushFailed")
     assert sync.ready_condition([entry])[:2] == ("True", "Synced")
+
+
+def test_of_two_credentials_with_one_id_the_ready_one_speaks_for_it() -> None:
+    duplicate = dataclasses.replace(CANDIDATE, name="a-duplicate", not_ready="DuplicateId")
+    result = plan([duplicate, CANDIDATE])
+    assert [push.name for push in result.pushes] == ["openai"]

@@ -213,6 +213,11 @@ def plan_sync(
     """
     before = {entry.id: entry for entry in previous}
     plan = SyncPlan(entries={})
+    # Two Credentials with one id: only one of them is Ready (the other reports DuplicateId). It speaks for the id.
+    by_id: dict[str, Candidate] = {}
+    for candidate in sorted(candidates, key=lambda c: (c.not_ready is not None, c.name)):
+        by_id.setdefault(candidate.id, candidate)
+    candidates = list(by_id.values())
     for candidate in candidates:
         _plan_candidate(
             plan, candidate, before.get(candidate.id), remote, known_types, content_of, ring, now, namespace, target
