@@ -13,6 +13,7 @@ from kubernetes import client
 
 from credbridge.core import names
 from credbridge.core.flowise import target as target_module
+from credbridge.kube import errors
 
 Json = dict[str, Any]
 
@@ -20,10 +21,11 @@ Json = dict[str, Any]
 def read_flowise_target(api: client.ApiClient, namespace: str, name: str) -> Json | None:
     """The FlowiseTarget, or None when it does not exist."""
     try:
-        found: Json = client.CustomObjectsApi(api).get_namespaced_custom_object(
-            names.GROUP, names.VERSION, namespace, target_module.PLURAL, name
-        )
-    except client.ApiException as error:
+        with errors.translated(f"read FlowiseTarget {namespace}/{name}"):
+            found: Json = client.CustomObjectsApi(api).get_namespaced_custom_object(
+                names.GROUP, names.VERSION, namespace, target_module.PLURAL, name
+            )
+    except errors.ApiError as error:
         if error.status == 404:
             return None
         raise
@@ -33,10 +35,11 @@ def read_flowise_target(api: client.ApiClient, namespace: str, name: str) -> Jso
 def patch_flowise_target_status(api: client.ApiClient, namespace: str, name: str, patch: Json) -> str | None:
     """Merge-patches the status; returns the new resourceVersion, or None when the target is gone."""
     try:
-        patched = client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
-            names.GROUP, names.VERSION, namespace, target_module.PLURAL, name, {"status": patch}
-        )
-    except client.ApiException as error:
+        with errors.translated(f"update the status of FlowiseTarget {namespace}/{name}"):
+            patched = client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+                names.GROUP, names.VERSION, namespace, target_module.PLURAL, name, {"status": patch}
+            )
+    except errors.ApiError as error:
         if error.status == 404:
             return None
         raise
@@ -52,10 +55,11 @@ def set_flowise_target_finalizers(
     """
     patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
     try:
-        client.CustomObjectsApi(api).patch_namespaced_custom_object(
-            names.GROUP, names.VERSION, namespace, target_module.PLURAL, name, patch
-        )
-    except client.ApiException as error:
+        with errors.translated(f"update the finalizers of FlowiseTarget {namespace}/{name}"):
+            client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                names.GROUP, names.VERSION, namespace, target_module.PLURAL, name, patch
+            )
+    except errors.ApiError as error:
         if error.status == 404:
             return False
         raise

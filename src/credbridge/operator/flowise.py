@@ -33,13 +33,11 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from kubernetes import client as kube_client
-
 from credbridge.core import envelope, envrefs, keyring, names, planning, redaction, sharing, tenancy
 from credbridge.core.flowise import sync
 from credbridge.core.flowise import target as target_module
 from credbridge.flowise import client as flowise_client
-from credbridge.kube import fetching, flowisetargets, writing
+from credbridge.kube import connecting, errors, fetching, flowisetargets, writing
 from credbridge.operator import metrics, workqueue
 from credbridge.operator import settings as settings_module
 
@@ -52,7 +50,7 @@ Key = tuple[str, str]
 class CredentialController(Protocol):
     """What the Flowise sync needs from the Credential controller."""
 
-    api: kube_client.ApiClient
+    api: connecting.ApiClient
     env_policy: envrefs.EnvPolicy
 
     def current_keyring(self) -> keyring.Keyring | None:
@@ -187,7 +185,8 @@ class FlowiseSync:
                 if connection is not None:
                     connection.client.close()
                 return
-            self._targets[key] = dict(body)
+            # The handlers' plain copy has no apiVersion/kind; Events about the target need them.
+            self._targets[key] = {**body, "apiVersion": names.API_VERSION, "kind": target_module.KIND}
             self._targets_in.setdefault(key[0], set()).add(key[1])
             for secret in view.referenced_secrets():
                 self._targets_reading.setdefault((key[0], secret), set()).add(key)
@@ -210,21 +209,25 @@ class FlowiseSync:
             self.queue.add(key)
 
     def secret_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """A watch event on a Secret (metadata only): a managed Secret's new revision, or a target's API key or CA."""
+        """A watch event on a managed Secret (metadata only): its Credential's new revision."""
         metadata = body.get("metadata") or {}
-        namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
-        labels = metadata.get("labels") or {}
-        owner = labels.get(names.CREDENTIAL_LABEL)
-        queued: set[Key] = set()
+        namespace = str(metadata.get("namespace"))
+        owner = (metadata.get("labels") or {}).get(names.CREDENTIAL_LABEL)
+        if not owner:
+            return
         with self._lock:
-            if labels.get(names.MANAGED_BY_LABEL) == names.MANAGED_BY_VALUE and owner:
-                if event_type == "DELETED":
-                    self._secret_versions.pop((namespace, str(owner)), None)
-                else:
-                    self._secret_versions[(namespace, str(owner))] = str(metadata.get("resourceVersion", ""))
-                queued |= self._targets_of_namespace(namespace)
-            queued |= set(self._targets_reading.get((namespace, name), set()))
-        for key in sorted(queued):
+            if event_type == "DELETED":
+                self._secret_versions.pop((namespace, str(owner)), None)
+            else:
+                self._secret_versions[(namespace, str(owner))] = str(metadata.get("resourceVersion", ""))
+        for key in sorted(self._targets_of_namespace(namespace)):
+            self.queue.add(key)
+
+    def unmanaged_secret_changed(self, event_type: str, secret: Key) -> None:
+        """A metadata event on a Secret credbridge does not manage: queue the targets that read it (API key, CA)."""
+        with self._lock:
+            readers = sorted(self._targets_reading.get(secret, set()))
+        for key in readers:
             self.queue.add(key)
 
     def _targets_of_namespace(self, namespace: str) -> set[Key]:
@@ -577,8 +580,8 @@ class FlowiseSync:
         try:
             writing.post_event(self.controller.api, body, type=type_, reason=reason, message=message)
             metrics.API_WRITES.labels("events", "create").inc()
-        except kube_client.ApiException as error:
-            logger.debug("could not post an event about FlowiseTarget: HTTP %s %s", error.status, error.reason)
+        except errors.ApiError as error:
+            logger.debug("could not post an event about a FlowiseTarget: %s", error)
 
     # ---- deletion ------------------------------------------------------------------------------
 
