@@ -354,8 +354,12 @@ def test_unknown_type_invalid_id_and_ungranted_env_values_are_reported_not_pushe
         assert "CRED_PLAIN_KEY" in denied["message"] and "--env-policy" in denied["message"]
         target = wait_reason(kube_api, namespace, "PushFailed")
         assert target["status"]["counts"]["failed"] == 3
-        reasons = event_reasons(kube_api, namespace)
-        assert {"UnknownType", "InvalidId", "PlaintextDenied"} <= set(reasons)
+        # Events follow the status write of the same sync.
+        objects.wait_until(
+            lambda: {"UnknownType", "InvalidId", "PlaintextDenied"} <= set(event_reasons(kube_api, namespace)),
+            30,
+            "an Event for each reported Credential",
+        )
         ids = {objects.get_credential(kube_api, namespace, n)["status"]["id"] for n in ("custom", "fromenv")}  # type: ignore[index]
         assert not ids & set(listed(flowise_server)), "nothing of theirs was pushed"
         # Reported, not retried in a loop: a few resyncs later still one Event each.
