@@ -21,6 +21,7 @@ from credbridge import tls as credbridge_tls
 from credbridge.core import names
 from credbridge.core.flowise import target as target_module
 from credbridge.flowise import client as flowise_client
+from credbridge.kube import flowisetargets
 from credbridge.local import controlplane
 from credbridge.local import flowise as local_flowise
 from credbridge.testing import objects
@@ -116,15 +117,8 @@ def create_target(api: client.ApiClient, namespace: str, body: dict[str, Any]) -
 
 
 def get_target(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        found: dict[str, Any] = client.CustomObjectsApi(api).get_namespaced_custom_object(
-            names.GROUP, names.VERSION, namespace, target_module.PLURAL, name
-        )
-    except client.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return found
+    """The FlowiseTarget, or None when it does not exist."""
+    return flowisetargets.read_flowise_target(api, namespace, name)
 
 
 def patch_target(api: client.ApiClient, namespace: str, name: str, patch: dict[str, Any]) -> None:
