@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from credbridge.core import envelope, envrefs, keyring, names, planning, redaction, sharing, tenancy
+from credbridge.core import envelope, envrefs, keyring, names, planning, redaction, sharing, tenancy, views
 from credbridge.core.flowise import sync
 from credbridge.core.flowise import target as target_module
 from credbridge.flowise import client as flowise_client
@@ -47,11 +47,22 @@ Json = dict[str, Any]
 Key = tuple[str, str]
 
 
+class ManagedSecrets(Protocol):
+    """The controller's cache of managed Secrets (operator/cache.py), as the Flowise sync reads it."""
+
+    def secret(self, key: Key) -> views.SecretView | None:
+        """A managed Secret as last seen (with its data), or None."""
+
+
 class CredentialController(Protocol):
     """What the Flowise sync needs from the Credential controller."""
 
     api: connecting.ApiClient
     env_policy: envrefs.EnvPolicy
+
+    @property
+    def cache(self) -> ManagedSecrets:
+        """The watch cache (managed Secrets with their data, kept current by the controller)."""
 
     def current_keyring(self) -> keyring.Keyring | None:
         """The keyring in use now, or None when it could not be loaded."""
@@ -126,8 +137,6 @@ class FlowiseSync:
         """(namespace, Secret name) -> targets reading that Secret (API key, CA)."""
         self._credentials: dict[str, dict[str, CredentialFacts]] = {}
         """namespace -> Credential name -> facts."""
-        self._secret_versions: dict[Key, str] = {}
-        """(namespace, Credential name) -> resourceVersion of its managed Secret."""
         self._written_status: dict[Key, tuple[str, Json]] = {}
         """target -> (uid, status) as this process last wrote it: newer than any watch event may be."""
         self._connections: dict[Key, _Connection] = {}
@@ -200,7 +209,6 @@ class FlowiseSync:
             in_namespace = self._credentials.setdefault(namespace, {})
             if event_type == "DELETED":
                 in_namespace.pop(name, None)
-                self._secret_versions.pop((namespace, name), None)
             else:
                 in_namespace[name] = CredentialFacts.from_object(body)
             targets = self._targets_of_namespace(namespace)
@@ -208,26 +216,16 @@ class FlowiseSync:
         for key in sorted(targets):
             self.queue.add(key)
 
-    def secret_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """A watch event on a managed Secret (metadata only): its Credential's new revision."""
-        metadata = body.get("metadata") or {}
-        namespace = str(metadata.get("namespace"))
-        owner = (metadata.get("labels") or {}).get(names.CREDENTIAL_LABEL)
-        if not owner:
-            return
+    def secret_changed(self, event_type: str | None, secret: Key, labels: Mapping[str, str]) -> None:
+        """A Secret changed (the controller's secret listener): a managed Secret's new content queues
+        the targets of its namespace; an API key or CA Secret queues the targets that read it."""
+        namespace = secret[0]
+        queued: set[Key] = set()
+        if labels.get(names.MANAGED_BY_LABEL) == names.MANAGED_BY_VALUE and labels.get(names.CREDENTIAL_LABEL):
+            queued |= self._targets_of_namespace(namespace)
         with self._lock:
-            if event_type == "DELETED":
-                self._secret_versions.pop((namespace, str(owner)), None)
-            else:
-                self._secret_versions[(namespace, str(owner))] = str(metadata.get("resourceVersion", ""))
-        for key in sorted(self._targets_of_namespace(namespace)):
-            self.queue.add(key)
-
-    def unmanaged_secret_changed(self, event_type: str, secret: Key) -> None:
-        """A metadata event on a Secret credbridge does not manage: queue the targets that read it (API key, CA)."""
-        with self._lock:
-            readers = sorted(self._targets_reading.get(secret, set()))
-        for key in readers:
+            queued |= self._targets_reading.get(secret, set())
+        for key in sorted(queued):
             self.queue.add(key)
 
     def _targets_of_namespace(self, namespace: str) -> set[Key]:
@@ -414,21 +412,18 @@ class FlowiseSync:
     def _candidates(self, view: target_module.TargetView) -> dict[str, tuple[sync.Candidate, CredentialFacts]]:
         with self._lock:
             in_namespace = list(self._credentials.get(view.namespace, {}).values())
-            versions = {
-                name: self._secret_versions.get((view.namespace, name), "")
-                for name in (f.view.name for f in in_namespace)
-            }
         selected: dict[str, tuple[sync.Candidate, CredentialFacts]] = {}
         for facts in in_namespace:
             if not sharing.selector_matches(view.selector, facts.labels):
                 continue
             credential = facts.view
+            managed = self.controller.cache.secret((credential.namespace, credential.secret_name))
             candidate = sync.Candidate(
                 name=credential.name,
                 id=facts.flowise_id,
                 display_name=credential.display_name,
                 type_name=credential.type_name,
-                revision=f"g{credential.generation}-s{versions.get(credential.name) or '?'}",
+                revision=f"g{credential.generation}-s{managed.resource_version if managed else '?'}",
                 not_ready=facts.ready_reason,
                 denial=self._denial(facts),
             )
@@ -454,11 +449,15 @@ class FlowiseSync:
     def _content_of(self, facts: CredentialFacts) -> redaction.SecretFields | str:
         """The decrypted fields of a Credential, read from its managed Secret with the keyring."""
         ring = self.controller.current_keyring()
-        secret = fetching.read_secret(self.controller.api, facts.view.namespace, facts.view.secret_name)
+        secret = self.controller.cache.secret((facts.view.namespace, facts.view.secret_name))
+        if secret is None:
+            # Not seen by the watch yet (a moment after the operator started): ask the API server.
+            found = fetching.read_secret(self.controller.api, facts.view.namespace, facts.view.secret_name)
+            secret = views.SecretView.from_object(found) if found is not None else None
         if secret is None or ring is None:
             return f"its Secret {facts.view.secret_name} is not available yet"
         try:
-            return planning.open_managed_secret(facts.view, planning.SecretView.from_object(secret), ring)
+            return planning.open_managed_secret(facts.view, secret, ring)
         except envelope.EnvelopeError:
             return (
                 f"its Secret {facts.view.secret_name} could not be opened (being rewritten?); "

@@ -167,8 +167,9 @@ def register(
 
 
 def register_flowise(registry: kopf.OperatorRegistry, flowise_sync: flowise_module.FlowiseSync) -> None:
-    """Register the Flowise sync's handlers: FlowiseTargets, and the Credential and managed Secret
-    events it follows beside the controller (kopf hands each event to every handler of a resource)."""
+    """Register the Flowise sync's handlers: FlowiseTargets, and the Credential events it follows
+    beside the controller (kopf hands each event to every handler of a resource). Secrets reach it
+    through the controller's secret listeners."""
 
     @kopf.on.event(names.GROUP, names.VERSION, flowise_target.PLURAL, registry=registry)
     async def flowise_target_event(type: str | None, body: kopf.Body, **_: Any) -> None:
@@ -177,11 +178,6 @@ def register_flowise(registry: kopf.OperatorRegistry, flowise_sync: flowise_modu
     @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_PLURAL, registry=registry)
     async def flowise_credential_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         flowise_sync.credential_changed(type, body)
-
-    @kopf.on.event("", "v1", "secrets", registry=registry)
-    async def flowise_secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        # Metadata only: the Flowise sync needs a managed Secret's revision, never its data.
-        flowise_sync.secret_changed(type, _metadata_only(body))
 
 
 def _enforce(decision: admission.Decision, warnings: list[str]) -> None:

@@ -184,7 +184,7 @@ def run(settings: settings_module.OperatorSettings) -> int:
     controller.start()
     flowise_sync = flowise_module.FlowiseSync(controller, settings.flowise) if settings.flowise.enabled else None
     if flowise_sync is not None:
-        controller.unmanaged_secret_listeners.append(flowise_sync.unmanaged_secret_changed)
+        controller.secret_listeners.append(flowise_sync.secret_changed)
         flowise_sync.start()
     stop_watching = threading.Event()
     keyrings.watch_changes(api, namespace, settings.keyring.secret_name, controller.keyring_changed, stop_watching)
