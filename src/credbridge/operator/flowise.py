@@ -645,6 +645,12 @@ class FlowiseSync:
             return self._connections.get(view.key)
 
 
+def stop(flowise_sync: FlowiseSync | None) -> None:
+    """Stops a Flowise sync, if there is one (the operator runs without it with --no-flowise)."""
+    if flowise_sync is not None:
+        flowise_sync.stop()
+
+
 def _reachable(error: flowise_client.FlowiseError) -> bool:
     return not isinstance(error, flowise_client.Unreachable)
 

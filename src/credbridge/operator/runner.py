@@ -182,10 +182,6 @@ def run(settings: settings_module.OperatorSettings) -> int:
     controller.secret_listeners.append(bindings.secret_changed)
     bindings.start()
     controller.start()
-    flowise_sync = flowise_module.FlowiseSync(controller, settings.flowise) if settings.flowise.enabled else None
-    if flowise_sync is not None:
-        controller.secret_listeners.append(flowise_sync.secret_changed)
-        flowise_sync.start()
     stop_watching = threading.Event()
     keyrings.watch_changes(api, namespace, settings.keyring.secret_name, controller.keyring_changed, stop_watching)
     if settings.serving.metrics_port:
@@ -195,16 +191,14 @@ def run(settings: settings_module.OperatorSettings) -> int:
     handlers.register(
         kopf_registry, controller, bindings, operator_username=operator_username, webhooks=settings.admission.port > 0
     )
-    if flowise_sync is not None:
-        handlers.register_flowise(kopf_registry, flowise_sync)
+    flowise_sync = start_flowise_sync(settings, controller, kopf_registry)
     try:
         endpoint = start_workload_reads(settings, controller, bindings, kopf_registry)
     except RuntimeError as error:
         logger.error("refusing to start: %s", error)
         stop_watching.set()
         bindings.stop()
-        if flowise_sync is not None:
-            flowise_sync.stop()
+        flowise_module.stop(flowise_sync)
         controller.stop()
         return EXIT_ENDPOINT
 
@@ -238,8 +232,7 @@ def run(settings: settings_module.OperatorSettings) -> int:
         if endpoint is not None:
             endpoint.stop()
         bindings.stop()
-        if flowise_sync is not None:
-            flowise_sync.stop()
+        flowise_module.stop(flowise_sync)
         controller.stop()
     return 0
 
@@ -271,6 +264,21 @@ def start_workload_reads(
         self_managed = not (settings.admission.certfile and settings.admission.pkeyfile)
         injecting.register(kopf_registry, controller.api, injection_settings, ignore_failures=self_managed)
     return endpoint
+
+
+def start_flowise_sync(
+    settings: settings_module.OperatorSettings,
+    controller: controller_module.Controller,
+    kopf_registry: kopf.OperatorRegistry,
+) -> flowise_module.FlowiseSync | None:
+    """The Flowise sync, started and wired to the controller's Secret events and kopf, unless turned off."""
+    if not settings.flowise.enabled:
+        return None
+    flowise_sync = flowise_module.FlowiseSync(controller, settings.flowise)
+    controller.secret_listeners.append(flowise_sync.secret_changed)
+    flowise_sync.start()
+    handlers.register_flowise(kopf_registry, flowise_sync)
+    return flowise_sync
 
 
 def default_operator_namespace() -> str:
