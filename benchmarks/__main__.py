@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks import BenchmarkError, Options, Record, Result, bindings, cluster, crypto, progress, reads
+from benchmarks import BenchmarkError, Options, Record, Result, bindings, cluster, crypto, flowise, progress, reads
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -39,6 +39,7 @@ GROUPS = (
     Group(cluster.NAMES, cluster.run),
     Group(bindings.NAMES, bindings.run),
     Group(reads.NAMES, reads.run),
+    Group(flowise.NAMES, flowise.run),
 )
 ALL_NAMES = tuple(name for group in GROUPS for name in group.names)
 

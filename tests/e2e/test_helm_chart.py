@@ -34,7 +34,12 @@ from credbridge.testing.fixtures import TEST_LABEL, AuditLog, Namespaces, kubect
 
 pytestmark = pytest.mark.cluster
 
-CRDS = ("credentials.credbridge.io", "credentialshares.credbridge.io", "credentialtypes.credbridge.io")
+CRDS = (
+    "credentials.credbridge.io",
+    "credentialshares.credbridge.io",
+    "credentialtypes.credbridge.io",
+    "flowisetargets.credbridge.io",
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,8 @@
 never show up in operator logs (debug level, text and JSON), metrics, Events, statuses, labels,
 annotations, admission responses, CredentialBinding statuses, rollout annotations, refusals of the
 workload read endpoint or the audit log — only inside ciphertext, the data of CredentialBinding
-Secrets, and the body of a read the caller was allowed to make."""
+Secrets, the body of a read the caller was allowed to make, and the real Flowise they are pushed to
+(whose FlowiseTarget status and Events stay clean, through pushes and a revert)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ import pytest
 from kubernetes import client
 
 from credbridge.core import names
+from credbridge.core.flowise import target as flowise_target
 from credbridge.kube import keyrings
 from credbridge.local import controlplane
+from credbridge.local import flowise as local_flowise
+from credbridge.testing import flowise as flowise_testing
 from credbridge.testing import objects, workloads
 from credbridge.testing.fixtures import Namespaces
 
@@ -107,6 +111,7 @@ def test_no_canary_leaves_ciphertext(
     control_plane: controlplane.ControlPlane,
     kube_api: client.ApiClient,
     namespaces: Namespaces,
+    flowise_server: local_flowise.FlowiseServer,
     credbridge_operator,  # type: ignore[no-untyped-def]
     endpoint_certificate: workloads.EndpointCertificate,
 ) -> None:
@@ -210,6 +215,40 @@ def test_no_canary_leaves_ciphertext(
         ),
     ]
 
+    # Flowise: push the environment, Secret-referenced and literal canaries and revert an edit made there.
+    assert flowise_server.api_key is not None and flowise_server.admin is not None
+    flowise_testing.create_api_key_secret(kube_api, owner, "flowise-key", flowise_server.api_key.reveal())
+    flowise_testing.create_target(
+        kube_api, owner, flowise_testing.target_body("flowise", flowise_server.url, "flowise-key")
+    )
+    pushed = objects.wait_until(
+        lambda: flowise_testing.entry(flowise_testing.get_target(kube_api, owner, "flowise"), "ref-cred"),
+        60,
+        "the Secret-referenced canary to reach Flowise",
+    )
+    objects.wait_until(
+        lambda: (
+            (flowise_testing.entry(flowise_testing.get_target(kube_api, owner, "flowise"), "ref-cred") or {}).get(
+                "state"
+            )
+            == "Synced"
+        ),
+        60,
+        "the push",
+    )
+    flowise_server.admin.call(
+        "PUT", f"/credentials/{pushed['id']}", {"plainDataObj": {"password": "edited-in-ui"}, "name": "edited"}
+    )
+    objects.wait_until(
+        lambda: any(e.get("reason") == "RevertedFlowiseEdit" for e in objects.events_for(kube_api, owner, "flowise")),
+        60,
+        "the revert of the edit made in Flowise",
+    )
+    # CRED_CANARY is granted to this namespace (--env-policy), so the environment canary went to Flowise too.
+    assert (flowise_testing.entry(flowise_testing.get_target(kube_api, owner, "flowise"), "env") or {}).get(
+        "state"
+    ) == "Synced"
+
     # Sharing, tampering, rotation and a restart exercise every other code path that handles values.
     client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
         names.GROUP, names.VERSION, owner, names.CREDENTIAL_SHARE_PLURAL, objects.share_body("share", "env", [target])
@@ -308,7 +347,12 @@ def test_no_canary_leaves_ciphertext(
         "workload read refusals": "\n".join(refusals_seen),
     }
     custom, core = client.CustomObjectsApi(kube_api), client.CoreV1Api(kube_api)
-    for plural in (names.CREDENTIAL_PLURAL, names.CREDENTIAL_SHARE_PLURAL, names.CREDENTIAL_BINDING_PLURAL):
+    for plural in (
+        names.CREDENTIAL_PLURAL,
+        names.CREDENTIAL_SHARE_PLURAL,
+        names.CREDENTIAL_BINDING_PLURAL,
+        flowise_target.PLURAL,
+    ):
         for item in custom.list_cluster_custom_object(names.GROUP, names.VERSION, plural)["items"]:
             metadata = item["metadata"]
             where = f"{plural} {metadata['namespace']}/{metadata['name']}"

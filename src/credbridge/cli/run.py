@@ -127,6 +127,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="SECONDS",
         help="how long a silent peer counts as alive before a standby takes over (default: %(default)s)",
     )
+    add_flowise_arguments(parser)
     parser.add_argument("--log-format", choices=["text", "json"], default=_DEFAULTS.log_format)
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=_DEFAULTS.log_level)
     parser.set_defaults(handler=handle)
@@ -223,6 +224,81 @@ def add_endpoint_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_flowise_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `--flowise-*` flags, with defaults from FlowiseSettings."""
+    defaults = settings_module.FlowiseSettings()
+    parser.add_argument(
+        "--no-flowise",
+        dest="flowise_enabled",
+        action="store_false",
+        default=defaults.enabled,
+        help="do not watch FlowiseTargets (for clusters without that CRD)",
+    )
+    parser.add_argument(
+        "--flowise-resync",
+        type=float,
+        default=defaults.resync_seconds,
+        metavar="SECONDS",
+        help="sync every FlowiseTarget again after this long, to notice edits made in Flowise (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--flowise-resync-rate",
+        type=float,
+        default=defaults.resync_per_second,
+        metavar="PER_SECOND",
+        help="most periodic FlowiseTarget syncs started per second (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--flowise-timeout",
+        type=float,
+        default=defaults.request_timeout,
+        metavar="SECONDS",
+        help="longest one request to Flowise may take (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--flowise-connect-timeout",
+        type=float,
+        default=defaults.connect_timeout,
+        metavar="SECONDS",
+        help="longest a connection to Flowise may take to open (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--flowise-max-response-bytes",
+        type=int,
+        default=defaults.max_response_bytes,
+        metavar="BYTES",
+        help="largest Flowise answer read (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--flowise-workers",
+        type=int,
+        default=defaults.workers,
+        help="worker threads syncing FlowiseTargets (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--flowise-cleanup-timeout",
+        type=float,
+        default=defaults.cleanup_timeout,
+        metavar="SECONDS",
+        help="how long a deleted FlowiseTarget waits for its credentials to be removed from Flowise "
+        "(default: %(default)s)",
+    )
+
+
+def flowise_settings(args: argparse.Namespace) -> settings_module.FlowiseSettings:
+    """FlowiseSettings from the parsed `--flowise-*` flags."""
+    return settings_module.FlowiseSettings(
+        enabled=args.flowise_enabled,
+        workers=args.flowise_workers,
+        resync_seconds=args.flowise_resync,
+        resync_per_second=args.flowise_resync_rate,
+        connect_timeout=args.flowise_connect_timeout,
+        request_timeout=args.flowise_timeout,
+        max_response_bytes=args.flowise_max_response_bytes,
+        cleanup_timeout=args.flowise_cleanup_timeout,
+    )
+
+
 def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that decide what references and literals are allowed, shared with `credbridge validate`."""
     parser.add_argument(
@@ -293,6 +369,7 @@ def handle(args: argparse.Namespace) -> int:
             rollout_debounce=args.rollout_debounce,
         ),
         write_failures_before_report=args.write_failures_before_report,
+        flowise=flowise_settings(args),
         peering=args.peering,
         peering_priority=args.peering_priority if args.peering_priority is not None else secrets.randbelow(2**31),
         peering_lifetime=args.peering_lifetime,

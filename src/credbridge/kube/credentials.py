@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 
 from kubernetes import client
 
-from credbridge.core import keyring
+from credbridge.core import keyring, names
 from credbridge.kube import connecting, errors, fetching, keyrings
 
 Json = dict[str, Any]
@@ -49,6 +49,34 @@ def list_credentials(api: client.ApiClient) -> list[Json]:
     """Every Credential in the cluster."""
     with _requests_for("list Credentials in all namespaces"):
         return fetching.list_credentials(api)
+
+
+def create_secret(api: client.ApiClient, secret: Json) -> bool:
+    """Creates a Secret; False when one of that name exists already (it is left alone)."""
+    namespace, name = secret["metadata"]["namespace"], secret["metadata"]["name"]
+    try:
+        with _requests_for(f"create Secret {namespace}/{name}"):
+            client.CoreV1Api(api).create_namespaced_secret(namespace, secret)
+    except ApiError as error:
+        if error.status == 409:
+            return False
+        raise
+    return True
+
+
+def create_credential(api: client.ApiClient, credential: Json) -> bool:
+    """Creates a Credential; False when one of that name exists already (it is left alone)."""
+    namespace, name = credential["metadata"]["namespace"], credential["metadata"]["name"]
+    try:
+        with _requests_for(f"create Credential {namespace}/{name}"):
+            client.CustomObjectsApi(api).create_namespaced_custom_object(
+                names.GROUP, names.VERSION, namespace, names.CREDENTIAL_PLURAL, credential
+            )
+    except ApiError as error:
+        if error.status == 409:
+            return False
+        raise
+    return True
 
 
 def list_key_ids_in_use(api: client.ApiClient) -> list[str]:

@@ -14,9 +14,11 @@ from typing import Any
 import kopf
 
 from credbridge.core import admission, binding, names, views
+from credbridge.core.flowise import target as flowise_target
 from credbridge.kube import fetching
 from credbridge.operator import bindings as bindings_module
 from credbridge.operator import controller as controller_module
+from credbridge.operator import flowise as flowise_module
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +187,20 @@ def register(
             operator_username=operator_username,
         )
         _enforce(decision, warnings, operation, "Secret", old if old is not None else new, userinfo)
+
+
+def register_flowise(registry: kopf.OperatorRegistry, flowise_sync: flowise_module.FlowiseSync) -> None:
+    """Register the Flowise sync's handlers: FlowiseTargets, and the Credential events it follows
+    beside the controller (kopf hands each event to every handler of a resource). Secrets reach it
+    through the controller's secret listeners."""
+
+    @kopf.on.event(names.GROUP, names.VERSION, flowise_target.PLURAL, registry=registry)
+    async def flowise_target_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        flowise_sync.target_changed(type, _plain(body))
+
+    @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_PLURAL, registry=registry)
+    async def flowise_credential_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        flowise_sync.credential_changed(type, body)
 
 
 def _enforce(

@@ -60,6 +60,24 @@ RESYNCS = prometheus_client.Counter(
     "Periodic passes that verify every managed Secret as stored in the API server.",
     registry=REGISTRY,
 )
+FLOWISE_SYNCS = prometheus_client.Counter(
+    "credbridge_flowise_syncs_total",
+    "FlowiseTarget syncs by result (written, unchanged, status, or the reason they stopped).",
+    ["result"],
+    registry=REGISTRY,
+)
+FLOWISE_SYNC_SECONDS = prometheus_client.Histogram(
+    "credbridge_flowise_sync_duration_seconds",
+    "Time to sync one FlowiseTarget (including its requests to Flowise).",
+    registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+FLOWISE_WRITES = prometheus_client.Counter(
+    "credbridge_flowise_writes_total",
+    "Writes to Flowise servers by action (create, update, revert, recreate, delete).",
+    ["action"],
+    registry=REGISTRY,
+)
 REENCRYPTION_PENDING = prometheus_client.Gauge(
     "credbridge_reencryption_pending",
     "Credentials still encrypted with a key other than the active one.",

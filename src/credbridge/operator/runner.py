@@ -24,6 +24,7 @@ from credbridge.kube import builtins, connecting, errors, fetching, keyrings
 from credbridge.operator import bindings as bindings_module
 from credbridge.operator import controller as controller_module
 from credbridge.operator import endpoint as endpoint_module
+from credbridge.operator import flowise as flowise_module
 from credbridge.operator import handlers, injecting, keyring_guard, metrics, webhook_server
 from credbridge.operator import settings as settings_module
 
@@ -141,20 +142,16 @@ def kopf_settings_for(settings: settings_module.OperatorSettings) -> kopf.Operat
     return configured
 
 
-def run(settings: settings_module.OperatorSettings) -> int:
-    """Run the operator until SIGTERM/SIGINT; return the process exit code."""
-    configure_logging(settings.log_format, settings.log_level)
-    api = connecting.api_client()
-    operator_username = connecting.whoami(api)
+def load_keyring(api: connecting.ApiClient, settings: settings_module.OperatorSettings) -> keyring.Keyring | None:
+    """The keyring, created on first start; None (after saying why) when the operator must not start."""
     namespace = settings.watch.operator_namespace
     try:
-        ring = keyrings.ensure(api, namespace, settings.keyring.secret_name, secrets.token_bytes)
+        return keyrings.ensure(api, namespace, settings.keyring.secret_name, secrets.token_bytes)
     except keyring.KeyringError as error:
         logger.error("refusing to start: %s", error)
         keyring_guard.post_refusal(
             api, keyrings.reference_to(namespace, settings.keyring.secret_name), f"refusing to start: {error}"
         )
-        return EXIT_KEYRING
     except errors.ApiError as error:
         if error.not_found and fetching.read_namespace(api, namespace) is None:
             logger.error(
@@ -170,6 +167,17 @@ def run(settings: settings_module.OperatorSettings) -> int:
                 error.status,
                 error.reason,
             )
+    return None
+
+
+def run(settings: settings_module.OperatorSettings) -> int:
+    """Run the operator until SIGTERM/SIGINT; return the process exit code."""
+    configure_logging(settings.log_format, settings.log_level)
+    api = connecting.api_client()
+    operator_username = connecting.whoami(api)
+    namespace = settings.watch.operator_namespace
+    ring = load_keyring(api, settings)
+    if ring is None:
         return EXIT_KEYRING
 
     controller = controller_module.Controller(api, settings, ring, load_types(api))
@@ -199,12 +207,14 @@ def run(settings: settings_module.OperatorSettings) -> int:
     handlers.register(
         kopf_registry, controller, bindings, operator_username=operator_username, webhooks=settings.admission.port > 0
     )
+    flowise_sync = start_flowise_sync(settings, controller, kopf_registry)
     try:
         endpoint = start_workload_reads(settings, controller, bindings, kopf_registry)
     except RuntimeError as error:
         logger.error("refusing to start: %s", error)
         stop_watching.set()
         bindings.stop()
+        flowise_module.stop(flowise_sync)
         controller.stop()
         return EXIT_ENDPOINT
 
@@ -238,6 +248,7 @@ def run(settings: settings_module.OperatorSettings) -> int:
         if endpoint is not None:
             endpoint.stop()
         bindings.stop()
+        flowise_module.stop(flowise_sync)
         controller.stop()
     return 0
 
@@ -269,6 +280,21 @@ def start_workload_reads(
         self_managed = not (settings.admission.certfile and settings.admission.pkeyfile)
         injecting.register(kopf_registry, controller.api, injection_settings, ignore_failures=self_managed)
     return endpoint
+
+
+def start_flowise_sync(
+    settings: settings_module.OperatorSettings,
+    controller: controller_module.Controller,
+    kopf_registry: kopf.OperatorRegistry,
+) -> flowise_module.FlowiseSync | None:
+    """The Flowise sync, started and wired to the controller's Secret events and kopf, unless turned off."""
+    if not settings.flowise.enabled:
+        return None
+    flowise_sync = flowise_module.FlowiseSync(controller, settings.flowise)
+    controller.secret_listeners.append(flowise_sync.secret_changed)
+    flowise_sync.start()
+    handlers.register_flowise(kopf_registry, flowise_sync)
+    return flowise_sync
 
 
 def default_operator_namespace() -> str:

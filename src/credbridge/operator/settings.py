@@ -155,6 +155,32 @@ BINDING_SECRET_MODES = ("allow", "deny")
 
 
 @dataclasses.dataclass(frozen=True)
+class FlowiseSettings:
+    """How the operator syncs FlowiseTargets (`--flowise-*` flags)."""
+
+    enabled: bool = True
+    """Watch FlowiseTargets and push Credentials into Flowise; off needs no FlowiseTarget CRD."""
+    workers: int = 2
+    """Worker threads syncing targets; one target is never synced by two at once."""
+    resync_seconds: float = 60.0
+    """Every target is synced again after this many seconds even without a change in the cluster,
+    which is how edits made in Flowise's UI are noticed and reverted."""
+    resync_per_second: float = 5.0
+    """At most this many periodic resyncs start per second (a bounded load on Flowise and the API)."""
+    connect_timeout: float = 5.0
+    """Seconds to connect to a Flowise server."""
+    request_timeout: float = 30.0
+    """Seconds one request to Flowise may take in all, however slowly the server answers."""
+    max_response_bytes: int = 4 * 1024 * 1024
+    """Largest Flowise answer read (bytes); larger ones fail instead of filling memory."""
+    types_cache_seconds: float = 600.0
+    """How long the credential types a Flowise knows are remembered before asking again."""
+    cleanup_timeout: float = 300.0
+    """Seconds after a FlowiseTarget's deletion during which credbridge keeps trying to remove what it
+    pushed; after that it lets the target go (with an Event) rather than block namespace deletion."""
+
+
+@dataclasses.dataclass(frozen=True)
 class OperatorSettings:
     watch: WatchSettings = dataclasses.field(default_factory=WatchSettings)
     env: EnvSettings = dataclasses.field(default_factory=EnvSettings)
@@ -165,6 +191,7 @@ class OperatorSettings:
     bindings: BindingSettings = dataclasses.field(default_factory=BindingSettings)
     endpoint: EndpointSettings = dataclasses.field(default_factory=EndpointSettings)
     injection: InjectionSettings = dataclasses.field(default_factory=InjectionSettings)
+    flowise: FlowiseSettings = dataclasses.field(default_factory=FlowiseSettings)
     peering: str | None = None
     """kopf peering name for HA (a standby takes over when the active one dies); None = standalone."""
     peering_priority: int = 0
