@@ -11,14 +11,18 @@ they are run with, and the progress messages they print on stderr.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["BenchmarkError", "Options", "Record", "Result", "progress"]
+__all__ = ["BenchmarkError", "Options", "Record", "Result", "progress", "scenario_workdir"]
 
 _STARTED = time.monotonic()
 
@@ -87,3 +91,29 @@ Record = Callable[[Result], None]
 def progress(message: str) -> None:
     """Prints a progress line on stderr with the seconds elapsed since the run started."""
     print(f"[{time.monotonic() - _STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def scenario_workdir(prefix: str, label: str) -> Iterator[pathlib.Path]:
+    """A fresh directory for one cluster scenario's processes and logs.
+
+    Removed when the scenario succeeds, kept (and named on stderr) when it fails. A control plane
+    that does not start, or a command that fails, becomes a BenchmarkError that says why. Stop the
+    scenario's processes inside the `with` block, so they are gone before the directory is.
+    """
+    from credbridge.local import controlplane
+
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"credbridge-bench-{prefix}-"))
+    succeeded = False
+    try:
+        yield workdir
+        succeeded = True
+    except controlplane.ControlPlaneError as error:
+        raise BenchmarkError(f"the control plane did not start: {error}") from error
+    except subprocess.CalledProcessError as error:
+        raise BenchmarkError(f"`{' '.join(error.cmd)}` failed: {(error.stderr or '').strip()}") from error
+    finally:
+        if succeeded:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            progress(f"{label}: logs kept in {workdir}")

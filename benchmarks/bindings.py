@@ -17,16 +17,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import pathlib
-import shutil
-import subprocess
-import tempfile
 import time
 import urllib.error
 
 from kubernetes import client
 
-from benchmarks import BenchmarkError, Options, Record, Result, cluster, progress
+from benchmarks import BenchmarkError, Options, Record, Result, cluster, progress, scenario_workdir
 from credbridge.core import names
 from credbridge.local import controlplane
 
@@ -222,23 +218,13 @@ def run(options: Options, record: Record) -> None:
     """Runs the bindings scenario; stops every process it started, whatever happens."""
     if controlplane.use_existing_cluster():
         raise BenchmarkError("the bindings benchmark only runs on the local control plane")
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="credbridge-bench-bindings-"))
-    scenario = BindingScenario(options, record, workdir, binding_count(options), first=False)
-    succeeded = False
-    try:
-        scenario.start_cluster()
-        scenario.create_bindings()
-        scenario.change_credential()
-        scenario.restart_with_bindings()
-        succeeded = True
-    except controlplane.ControlPlaneError as error:
-        raise BenchmarkError(f"the control plane did not start: {error}") from error
-    except subprocess.CalledProcessError as error:
-        raise BenchmarkError(f"`{' '.join(error.cmd)}` failed: {(error.stderr or '').strip()}") from error
-    finally:
-        progress("bindings: stopping the operator and the control plane")
-        scenario.stop()
-        if succeeded:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            progress(f"bindings: logs kept in {workdir}")
+    with scenario_workdir("bindings", "bindings") as workdir:
+        scenario = BindingScenario(options, record, workdir, binding_count(options), first=False)
+        try:
+            scenario.start_cluster()
+            scenario.create_bindings()
+            scenario.change_credential()
+            scenario.restart_with_bindings()
+        finally:
+            progress("bindings: stopping the operator and the control plane")
+            scenario.stop()

@@ -32,7 +32,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -41,7 +40,7 @@ from typing import Any
 
 from kubernetes import client, watch
 
-from benchmarks import BenchmarkError, Options, Record, Result, progress
+from benchmarks import BenchmarkError, Options, Record, Result, progress, scenario_workdir
 from credbridge.core import names
 from credbridge.kube import connecting, keyrings
 from credbridge.local import controlplane, operator
@@ -781,29 +780,19 @@ def run(options: Options, record: Record) -> None:
             "the cluster benchmarks only run on the local control plane: unset CREDBRIDGE_USE_EXISTING_CLUSTER"
         )
     for index, count in enumerate(sizes(options)):
-        workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"credbridge-bench-{count}-"))
-        scenario = Scenario(options, record, workdir, count, first=index == 0)
-        succeeded = False
-        try:
-            scenario.start_cluster()
-            idle = scenario.idle_rss()
-            if scenario.first and options.wants("memory"):
-                scenario.unrelated_secrets(idle)
-                idle = rss_bytes(scenario._operator().popen.pid)
-            scenario.create_credentials(idle)
-            if options.wants("api-writes"):
-                scenario.restart_operator()
-            if options.wants("rotation"):
-                scenario.rotate_keyring()
-            succeeded = True
-        except controlplane.ControlPlaneError as error:
-            raise BenchmarkError(f"the control plane did not start: {error}") from error
-        except subprocess.CalledProcessError as error:
-            raise BenchmarkError(f"`{' '.join(error.cmd)}` failed: {(error.stderr or '').strip()}") from error
-        finally:
-            progress(f"N={count}: stopping the operator and the control plane")
-            scenario.stop()
-            if succeeded:
-                shutil.rmtree(workdir, ignore_errors=True)
-            else:
-                progress(f"N={count}: logs kept in {workdir}")
+        with scenario_workdir(str(count), f"N={count}") as workdir:
+            scenario = Scenario(options, record, workdir, count, first=index == 0)
+            try:
+                scenario.start_cluster()
+                idle = scenario.idle_rss()
+                if scenario.first and options.wants("memory"):
+                    scenario.unrelated_secrets(idle)
+                    idle = rss_bytes(scenario._operator().popen.pid)
+                scenario.create_credentials(idle)
+                if options.wants("api-writes"):
+                    scenario.restart_operator()
+                if options.wants("rotation"):
+                    scenario.rotate_keyring()
+            finally:
+                progress(f"N={count}: stopping the operator and the control plane")
+                scenario.stop()

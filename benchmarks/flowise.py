@@ -92,10 +92,12 @@ def run(options: Options, record: Record) -> None:
         started = time.perf_counter()
         flowise_testing.create_target(api, NAMESPACE, flowise_testing.target_body("bench", flowise.url, "flowise-key"))
         objects.wait_until(
-            lambda: ((flowise_testing.get_target(api, NAMESPACE, "bench") or {}).get("status") or {})
-            .get("counts", {})
-            .get("synced")
-            == count,
+            lambda: (
+                ((flowise_testing.get_target(api, NAMESPACE, "bench") or {}).get("status") or {})
+                .get("counts", {})
+                .get("synced")
+                == count
+            ),
             timeout=600,
             what=f"{count} credentials synced",
         )
@@ -182,18 +184,20 @@ def _create_credentials(api: client.ApiClient, count: int) -> list[dict[str, Any
             }
         )
     objects.wait_until(
-        lambda: all(
-            objects.ready(item) and objects.ready(item).get("status") == "True"  # type: ignore[union-attr]
-            for item in client.CustomObjectsApi(api).list_namespaced_custom_object(
-                names.GROUP, names.VERSION, NAMESPACE, names.CREDENTIAL_PLURAL
-            )["items"]
-        )
-        and len(
-            client.CustomObjectsApi(api).list_namespaced_custom_object(
-                names.GROUP, names.VERSION, NAMESPACE, names.CREDENTIAL_PLURAL
-            )["items"]
-        )
-        == count,
+        lambda: (
+            all(
+                objects.ready(item) and objects.ready(item).get("status") == "True"  # type: ignore[union-attr]
+                for item in client.CustomObjectsApi(api).list_namespaced_custom_object(
+                    names.GROUP, names.VERSION, NAMESPACE, names.CREDENTIAL_PLURAL
+                )["items"]
+            )
+            and len(
+                client.CustomObjectsApi(api).list_namespaced_custom_object(
+                    names.GROUP, names.VERSION, NAMESPACE, names.CREDENTIAL_PLURAL
+                )["items"]
+            )
+            == count
+        ),
         timeout=300,
         what=f"{count} Credentials Ready",
     )

@@ -19,17 +19,14 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import pathlib
-import shutil
 import ssl
 import statistics
-import subprocess
-import tempfile
 import time
 from typing import Any
 
 from kubernetes import client
 
-from benchmarks import BenchmarkError, Options, Record, Result, progress
+from benchmarks import BenchmarkError, Options, Record, Result, progress, scenario_workdir
 from credbridge.core import names
 from credbridge.kube import connecting
 from credbridge.local import controlplane, operator
@@ -296,20 +293,10 @@ def run(options: Options, record: Record) -> None:
         raise BenchmarkError(
             "the reads benchmark only runs on the local control plane: unset CREDBRIDGE_USE_EXISTING_CLUSTER"
         )
-    workdir = pathlib.Path(tempfile.mkdtemp(prefix="credbridge-bench-reads-"))
-    scenario = Scenario(options, record, workdir)
-    succeeded = False
-    try:
-        scenario.run()
-        succeeded = True
-    except controlplane.ControlPlaneError as error:
-        raise BenchmarkError(f"the control plane did not start: {error}") from error
-    except subprocess.CalledProcessError as error:
-        raise BenchmarkError(f"`{' '.join(error.cmd)}` failed: {(error.stderr or '').strip()}") from error
-    finally:
-        progress("reads: stopping the operator and the control plane")
-        scenario.stop()
-        if succeeded:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            progress(f"reads: logs kept in {workdir}")
+    with scenario_workdir("reads", "reads") as workdir:
+        scenario = Scenario(options, record, workdir)
+        try:
+            scenario.run()
+        finally:
+            progress("reads: stopping the operator and the control plane")
+            scenario.stop()

@@ -28,7 +28,18 @@ import collections.abc
 import dataclasses
 import typing
 
-from credbridge.core import envelope, keyring, names, planning, redaction, registry, sharing, templating, views
+from credbridge.core import (
+    conditions,
+    envelope,
+    keyring,
+    names,
+    planning,
+    redaction,
+    registry,
+    sharing,
+    templating,
+    views,
+)
 
 Json = dict[str, typing.Any]
 
@@ -343,7 +354,7 @@ def _plan_rendered(
         + rollout_condition,
     }
     events = list(rollout_events)
-    if _reason(previous, names.READY_CONDITION) not in (None, "Rendered"):
+    if conditions.reason(previous, names.READY_CONDITION) not in (None, "Rendered"):
         events.insert(0, planning.Event("Normal", "Rendered", f"{binding.where} is Ready again: {message}"))
     return Plan(
         status=status,
@@ -411,9 +422,11 @@ def _rollout_state(
     else:
         state, reason = "True", "TargetsFound"
         message = "rolls out " + ", ".join(str(t) for t in targets) + " when the rendered content changes"
-    condition = _condition(binding.status, ROLLOUT_CONDITION, state, reason, message, inputs.now, binding.generation)
+    condition = conditions.condition(
+        binding.status, ROLLOUT_CONDITION, state, reason, message, inputs.now, binding.generation
+    )
     events: list[planning.Event] = []
-    old = _find(binding.status, ROLLOUT_CONDITION)
+    old = conditions.find(binding.status, ROLLOUT_CONDITION)
     if state == "False" and (old is None or old.get("reason") != reason or old.get("message") != message):
         events.append(planning.Event("Warning", reason, message))
     return [condition], events, patchable
@@ -437,51 +450,16 @@ def _failed(binding: BindingView, inputs: Inputs, failure: planning.Failure) -> 
     delete: tuple[str, ...] = ()
     if withdraw:
         delete = tuple(sorted({name for name in (binding.secret_name, previous.get("secretName")) if name}))
-    old = _find(previous, names.READY_CONDITION)
+    old = conditions.find(previous, names.READY_CONDITION)
     changed = old is None or old.get("reason") != failure.reason or old.get("message") != failure.message
     events = (planning.Event("Warning", failure.reason, failure.message),) if changed else ()
     return Plan(status=status, delete_secrets=delete, failure=failure, events=events)
 
 
-def _find(
-    status: collections.abc.Mapping[str, typing.Any], condition_type: str
-) -> collections.abc.Mapping[str, typing.Any] | None:
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == condition_type:
-            return typing.cast(collections.abc.Mapping[str, typing.Any], condition)
-    return None
-
-
-def _reason(status: collections.abc.Mapping[str, typing.Any], condition_type: str) -> str | None:
-    condition = _find(status, condition_type)
-    return None if condition is None else str(condition.get("reason"))
-
-
-def _condition(
-    previous: collections.abc.Mapping[str, typing.Any],
-    condition_type: str,
-    state: str,
-    reason: str,
-    message: str,
-    now: str,
-    generation: int,
-) -> Json:
-    old = _find(previous, condition_type)
-    since = old.get("lastTransitionTime") if old and old.get("status") == state else None
-    return {
-        "type": condition_type,
-        "status": state,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since or now,
-        "observedGeneration": generation,
-    }
-
-
 def _conditions(
     previous: collections.abc.Mapping[str, typing.Any], state: str, reason: str, message: str, now: str, generation: int
 ) -> list[Json]:
-    return [_condition(previous, names.READY_CONDITION, state, reason, message, now, generation)]
+    return [conditions.condition(previous, names.READY_CONDITION, state, reason, message, now, generation)]
 
 
 def _labels(binding: BindingView, credential: views.CredentialView) -> dict[str, str]:

@@ -17,7 +17,7 @@ import dataclasses
 import hmac
 import typing
 
-from credbridge.core import envelope, envrefs, keyring, names, redaction, registry, validation, views
+from credbridge.core import conditions, envelope, envrefs, keyring, names, redaction, registry, validation, views
 
 Json = dict[str, typing.Any]
 EnvLookup = collections.abc.Callable[[str], str | None]
@@ -238,8 +238,9 @@ def _plan_encrypted(
         "updatedDate": inputs.now if secret is not None or not previous.get("updatedDate") else previous["updatedDate"],
         "observedGeneration": credential.generation,
         "conditions": [
-            _condition(
+            conditions.condition(
                 previous,
+                names.READY_CONDITION,
                 "True",
                 "Encrypted",
                 (f"Secret {credential.secret_name} holds {len(content)} field(s) encrypted with key {key_id}"),
@@ -249,7 +250,7 @@ def _plan_encrypted(
         ],
     }
     event = None
-    if _ready_reason(previous) not in (None, "Encrypted"):
+    if conditions.reason(previous, names.READY_CONDITION) not in (None, "Encrypted"):
         event = Event("Normal", "Encrypted", f"{where} is Ready again: Secret {credential.secret_name} is up to date")
     return Plan(status=status, secret=secret, event=event, content=content)
 
@@ -269,14 +270,22 @@ def _failed(credential: CredentialView, inputs: Inputs, failure: Failure) -> Pla
             "sharedFrom": "/".join(credential.shared_from) if credential.shared_from else None,
             "observedGeneration": credential.generation,
             "conditions": [
-                _condition(previous, "False", failure.reason, failure.message, inputs.now, credential.generation)
+                conditions.condition(
+                    previous,
+                    names.READY_CONDITION,
+                    "False",
+                    failure.reason,
+                    failure.message,
+                    inputs.now,
+                    credential.generation,
+                )
             ],
         }
     )
     secret = _rewrapped_last_good_secret(credential, inputs)
     if secret is not None and inputs.keyring is not None:
         status["keyId"] = inputs.keyring.active_id
-    old = _ready(previous)
+    old = conditions.find(previous, names.READY_CONDITION)
     changed = old is None or old.get("reason") != failure.reason or old.get("message") != failure.message
     event = Event("Warning", failure.reason, failure.message) if changed else None
     return Plan(status=status, secret=secret, failure=failure, event=event)
@@ -329,40 +338,6 @@ def _rewrapped_last_good_secret(credential: CredentialView, inputs: Inputs) -> J
     return _secret_object(
         credential, meta, envelope.seal(plaintext, ring.active_id, ring.active_key, aad, inputs.random_bytes)
     )
-
-
-def _ready(
-    status: collections.abc.Mapping[str, typing.Any],
-) -> collections.abc.Mapping[str, typing.Any] | None:
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == names.READY_CONDITION:
-            return typing.cast(collections.abc.Mapping[str, typing.Any], condition)
-    return None
-
-
-def _ready_reason(status: collections.abc.Mapping[str, typing.Any]) -> str | None:
-    condition = _ready(status)
-    return None if condition is None else str(condition.get("reason"))
-
-
-def _condition(
-    previous: collections.abc.Mapping[str, typing.Any],
-    state: str,
-    reason: str,
-    message: str,
-    now: str,
-    generation: int,
-) -> Json:
-    old = _ready(previous)
-    since = old.get("lastTransitionTime") if old and old.get("status") == state else None
-    return {
-        "type": names.READY_CONDITION,
-        "status": state,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since or now,
-        "observedGeneration": generation,
-    }
 
 
 def _secret_metadata(credential: CredentialView, content_hmac: str) -> Json:

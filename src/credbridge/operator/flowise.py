@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from credbridge.core import envelope, envrefs, keyring, names, planning, redaction, sharing, tenancy, views
+from credbridge.core import conditions, envelope, envrefs, keyring, names, planning, redaction, sharing, tenancy, views
 from credbridge.core.flowise import sync
 from credbridge.core.flowise import target as target_module
 from credbridge.flowise import client as flowise_client
@@ -91,19 +91,6 @@ class CredentialFacts:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _condition(previous: Mapping[str, Any], state: str, reason: str, message: str, now: str, generation: int) -> Json:
-    old = next((c for c in previous.get("conditions") or [] if c.get("type") == names.READY_CONDITION), None)
-    since = old.get("lastTransitionTime") if old and old.get("status") == state else None
-    return {
-        "type": names.READY_CONDITION,
-        "status": state,
-        "reason": reason,
-        "message": message[:2000],
-        "lastTransitionTime": since or now,
-        "observedGeneration": generation,
-    }
 
 
 class RetryLater(Exception):
@@ -389,7 +376,11 @@ class FlowiseSync:
             "counts": sync.counts(entries),
             "credentials": [entry.to_status() for entry in entries],
             "observedGeneration": view.generation,
-            "conditions": [_condition(view.status, state, reason, message, now, view.generation)],
+            "conditions": [
+                conditions.condition(
+                    view.status, names.READY_CONDITION, state, reason, message[:2000], now, view.generation
+                )
+            ],
         }
         old_reason = next(
             (c.get("reason") for c in view.status.get("conditions") or [] if c.get("type") == names.READY_CONDITION),
@@ -547,7 +538,11 @@ class FlowiseSync:
         now = _now()
         patch: Json = {
             "observedGeneration": view.generation,
-            "conditions": [_condition(view.status, "False", reason, message, now, view.generation)],
+            "conditions": [
+                conditions.condition(
+                    view.status, names.READY_CONDITION, "False", reason, message[:2000], now, view.generation
+                )
+            ],
         }
         if reachable is not None:
             patch["reachable"] = reachable
