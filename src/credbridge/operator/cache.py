@@ -83,6 +83,8 @@ class Cache:
         """(namespace, Secret name) → names of the Credentials whose managed Secret has that name."""
         self._by_type: dict[str, set[Key]] = {}
         """type name → keys of the Credentials of that type."""
+        self._by_namespace: dict[str, set[str]] = {}
+        """namespace → names of its Credentials (for consumers that select within a namespace)."""
         self._mirrors: dict[Key, set[Key]] = {}
         """source (namespace, name) → keys of its mirrors."""
         self._shares: dict[Key, views.ShareView] = {}
@@ -121,6 +123,7 @@ class Cache:
 
     def _index(self, view: views.CredentialView) -> None:
         namespace = view.namespace
+        self._by_namespace.setdefault(namespace, set()).add(view.name)
         _add(self._by_id, (namespace, view.credential_id), view.name)
         for secret in view.referenced_secrets:
             _add(self._by_reference, (namespace, secret), view.name)
@@ -132,6 +135,11 @@ class Cache:
 
     def _unindex(self, view: views.CredentialView) -> None:
         namespace = view.namespace
+        in_namespace = self._by_namespace.get(namespace)
+        if in_namespace is not None:
+            in_namespace.discard(view.name)
+            if not in_namespace:
+                del self._by_namespace[namespace]
         _discard(self._by_id, (namespace, view.credential_id), view.name)
         for secret in view.referenced_secrets:
             _discard(self._by_reference, (namespace, secret), view.name)
@@ -162,6 +170,11 @@ class Cache:
     def credential_count(self) -> int:
         with self._lock:
             return len(self._credentials)
+
+    def in_namespace(self, namespace: str) -> list[views.CredentialView]:
+        """Every Credential (and mirror) of `namespace`."""
+        with self._lock:
+            return [self._credentials[(namespace, name)] for name in sorted(self._by_namespace.get(namespace, ()))]
 
     def with_id(self, namespace: str, credential_id: str) -> list[views.CredentialView]:
         """The Credentials of `namespace` whose id is `credential_id`."""

@@ -68,6 +68,9 @@ class Controller:
             write_failures_before_report=settings.write_failures_before_report,
         )
         metrics.STATE.set_share_source(self.shares.state_counts)
+        self.credential_listeners: list[Callable[[str | None, views.CredentialView], None]] = []
+        """Told of every Credential event once the cache holds it: (event type, the view). Consumers that
+        read Credentials from the cache (the Flowise sync) queue their work here."""
         self.secret_listeners: list[Callable[[str | None, Key, Mapping[str, str]], None]] = []
         """Also told of every Secret event, written through or not: (event type, key, labels). The
         CredentialBinding reconciler listens here for its output Secrets and new managed content."""
@@ -132,8 +135,10 @@ class Controller:
             metrics.STATE.forget_credential(view.key)
             self._queue_same_id(view)
             self.share_queue.add(view.shared_from or view.key)
+            self._tell_credential_listeners(event_type, view)
             return
         stored, previous = self.cache.put_credential(view)
+        self._tell_credential_listeners(event_type, view)
         if not stored:
             return  # nothing newer than what the cache holds (our own write, written through)
         self.queue.add(view.key)
@@ -146,6 +151,10 @@ class Controller:
             self.share_queue.add(view.shared_from)
         elif self.cache.shares_of(view.key):
             self.share_queue.add(view.key)
+
+    def _tell_credential_listeners(self, event_type: str | None, view: views.CredentialView) -> None:
+        for listener in self.credential_listeners:
+            listener(event_type, view)
 
     def _queue_same_id(self, view: views.CredentialView) -> None:
         for other in self.cache.with_id(view.namespace, view.credential_id):

@@ -47,11 +47,17 @@ Json = dict[str, Any]
 Key = tuple[str, str]
 
 
-class ManagedSecrets(Protocol):
-    """The controller's cache of managed Secrets (operator/cache.py), as the Flowise sync reads it."""
+class WatchCache(Protocol):
+    """The controller's watch cache (operator/cache.py), as the Flowise sync reads it."""
 
     def secret(self, key: Key) -> views.SecretView | None:
         """A managed Secret as last seen (with its data), or None."""
+
+    def credential(self, key: Key) -> views.CredentialView | None:
+        """A Credential as last seen, or None."""
+
+    def in_namespace(self, namespace: str) -> list[views.CredentialView]:
+        """Every Credential (and mirror) of a namespace."""
 
 
 class CredentialController(Protocol):
@@ -61,8 +67,8 @@ class CredentialController(Protocol):
     env_policy: envrefs.EnvPolicy
 
     @property
-    def cache(self) -> ManagedSecrets:
-        """The watch cache (managed Secrets with their data, kept current by the controller)."""
+    def cache(self) -> WatchCache:
+        """The watch cache (Credentials, managed Secrets with their data), kept current by the controller."""
 
     def current_keyring(self) -> keyring.Keyring | None:
         """The keyring in use now, or None when it could not be loaded."""
@@ -78,11 +84,10 @@ class CredentialFacts:
     """None when Ready=True; else the reason (or `NotReconciled` before the first reconcile)."""
 
     @classmethod
-    def from_object(cls, body: Mapping[str, Any]) -> CredentialFacts:
-        view = planning.CredentialView.from_object(body)
-        ready = next((c for c in view.status.get("conditions") or [] if c.get("type") == names.READY_CONDITION), None)
+    def from_view(cls, view: views.CredentialView) -> CredentialFacts:
+        ready = view.ready_condition
         reason = None if ready and ready.get("status") == "True" else str((ready or {}).get("reason", "NotReconciled"))
-        return cls(view=view, labels=dict((body.get("metadata") or {}).get("labels") or {}), ready_reason=reason)
+        return cls(view=view, labels=view.labels, ready_reason=reason)
 
     @property
     def flowise_id(self) -> str:
@@ -122,8 +127,6 @@ class FlowiseSync:
         """namespace -> names of its targets."""
         self._targets_reading: dict[Key, set[Key]] = {}
         """(namespace, Secret name) -> targets reading that Secret (API key, CA)."""
-        self._credentials: dict[str, dict[str, CredentialFacts]] = {}
-        """namespace -> Credential name -> facts."""
         self._written_status: dict[Key, tuple[str, Json]] = {}
         """target -> (uid, status) as this process last wrote it: newer than any watch event may be."""
         self._connections: dict[Key, _Connection] = {}
@@ -188,17 +191,10 @@ class FlowiseSync:
                 self._targets_reading.setdefault((key[0], secret), set()).add(key)
         self.queue.add(key)
 
-    def credential_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """A watch event on a Credential: remember its facts and queue the targets of its namespace."""
-        metadata = body.get("metadata") or {}
-        namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
-        with self._lock:
-            in_namespace = self._credentials.setdefault(namespace, {})
-            if event_type == "DELETED":
-                in_namespace.pop(name, None)
-            else:
-                in_namespace[name] = CredentialFacts.from_object(body)
-            targets = self._targets_of_namespace(namespace)
+    def credential_changed(self, event_type: str | None, credential: views.CredentialView) -> None:
+        """A Credential changed (the controller's credential listener, once its cache holds it): queue
+        the targets of its namespace."""
+        targets = self._targets_of_namespace(credential.namespace)
         # A mirror's content follows its source through its own managed Secret, whose events land here.
         for key in sorted(targets):
             self.queue.add(key)
@@ -401,10 +397,8 @@ class FlowiseSync:
     # ---- gather helpers ------------------------------------------------------------------------
 
     def _candidates(self, view: target_module.TargetView) -> dict[str, tuple[sync.Candidate, CredentialFacts]]:
-        with self._lock:
-            in_namespace = list(self._credentials.get(view.namespace, {}).values())
         selected: dict[str, tuple[sync.Candidate, CredentialFacts]] = {}
-        for facts in in_namespace:
+        for facts in map(CredentialFacts.from_view, self.controller.cache.in_namespace(view.namespace)):
             if not sharing.selector_matches(view.selector, facts.labels):
                 continue
             credential = facts.view
@@ -427,14 +421,13 @@ class FlowiseSync:
         if shared_from is None:
             data, namespace = facts.view.spec.get("data") or {}, facts.view.namespace
         else:
-            with self._lock:
-                source = self._credentials.get(shared_from[0], {}).get(shared_from[1])
+            source = self.controller.cache.credential(shared_from)
             if source is None:
                 return (
                     f"its source Credential {shared_from[0]}/{shared_from[1]} is not visible to this operator, so "
                     "whether its values may leave as plaintext cannot be judged"
                 )
-            data, namespace = source.view.spec.get("data") or {}, shared_from[0]
+            data, namespace = source.spec.get("data") or {}, shared_from[0]
         return tenancy.plaintext_denial(data, namespace, self.controller.env_policy, output="Flowise")
 
     def _content_of(self, facts: CredentialFacts) -> redaction.SecretFields | str:

@@ -190,17 +190,12 @@ def register(
 
 
 def register_flowise(registry: kopf.OperatorRegistry, flowise_sync: flowise_module.FlowiseSync) -> None:
-    """Register the Flowise sync's handlers: FlowiseTargets, and the Credential events it follows
-    beside the controller (kopf hands each event to every handler of a resource). Secrets reach it
-    through the controller's secret listeners."""
+    """Register the Flowise sync's handler for FlowiseTargets. Credentials and Secrets reach it through
+    the controller's listeners, once the watch cache holds them."""
 
     @kopf.on.event(names.GROUP, names.VERSION, flowise_target.PLURAL, registry=registry)
     async def flowise_target_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         flowise_sync.target_changed(type, _plain(body))
-
-    @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_PLURAL, registry=registry)
-    async def flowise_credential_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        flowise_sync.credential_changed(type, body)
 
 
 def _enforce(

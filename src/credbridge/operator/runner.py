@@ -292,6 +292,7 @@ def start_flowise_sync(
         return None
     flowise_sync = flowise_module.FlowiseSync(controller, settings.flowise)
     controller.secret_listeners.append(flowise_sync.secret_changed)
+    controller.credential_listeners.append(flowise_sync.credential_changed)
     flowise_sync.start()
     handlers.register_flowise(kopf_registry, flowise_sync)
     return flowise_sync
