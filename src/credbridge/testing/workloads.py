@@ -90,7 +90,8 @@ def grant_use(
     service_account_namespace: str | None = None,
 ) -> str:
     """A Role in `namespace` granting verb `use` on `plural` (only `resource_names`, or all) and its
-    RoleBinding to the ServiceAccount; returns the Role's name."""
+    RoleBinding to the ServiceAccount; returns the Role's name once the API server's authorizer
+    answers the grant (RBAC takes a moment to see a new RoleBinding)."""
     role_name = name or f"use-{service_account}-{plural}"[:63]
     rule: dict[str, Any] = {"apiGroups": [names.GROUP], "resources": [plural], "verbs": [names.USE_VERB]}
     if resource_names is not None:
@@ -113,7 +114,21 @@ def grant_use(
             ],
         },
     )
-    return role_name
+    user = f"system:serviceaccount:{service_account_namespace or namespace}:{service_account}"
+    attributes = {"namespace": namespace, "verb": names.USE_VERB, "group": names.GROUP, "resource": plural}
+    if resource_names:
+        attributes["name"] = resource_names[0]
+    authorization = client.AuthorizationV1Api(api)
+    deadline = time.monotonic() + 30
+    while True:
+        review = authorization.create_subject_access_review(
+            {"spec": {"user": user, "groups": ["system:serviceaccounts"], "resourceAttributes": attributes}}
+        )
+        if review.status.allowed:
+            return role_name
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{user} still may not use {plural} in {namespace} 30 s after the RoleBinding")
+        time.sleep(0.1)
 
 
 def _b64(data: bytes) -> str:
