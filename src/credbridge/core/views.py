@@ -172,16 +172,6 @@ class CredentialView:
         """The status already shows this id with a key: it had a good Secret under this id."""
         return self.status.get("id") == self.credential_id and bool(self.status.get("keyId"))
 
-    def with_status(
-        self, patch: collections.abc.Mapping[str, typing.Any], resource_version: str = ""
-    ) -> CredentialView:
-        """This view after a merge patch of its status (what the operator just wrote)."""
-        return dataclasses.replace(
-            self,
-            status={**self.status, **patch},
-            resource_version=resource_version or self.resource_version,
-        )
-
 
 @dataclasses.dataclass(frozen=True)
 class SecretView:
@@ -274,11 +264,6 @@ class ShareView:
     def source(self) -> Key:
         """(namespace, name) of the Credential it shares."""
         return self.namespace, self.credential
-
-    def with_status(self, patch: collections.abc.Mapping[str, typing.Any], resource_version: str = "") -> ShareView:
-        return dataclasses.replace(
-            self, status={**self.status, **patch}, resource_version=resource_version or self.resource_version
-        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -204,33 +204,9 @@ def read_namespace(api: client.ApiClient, name: str) -> Json | None:
     return _or_none_if_missing(f"read Namespace {name}", client.CoreV1Api(api).read_namespace, name)
 
 
-def list_namespaces(api: client.ApiClient, label_selector: str | None = None) -> list[Json]:
-    """Namespaces, optionally only those matching a label selector."""
-    kwargs: dict[str, Any] = {"label_selector": label_selector} if label_selector is not None else {}
-    return _items("list Namespaces", client.CoreV1Api(api).list_namespace, **kwargs)
-
-
 def list_pods(api: client.ApiClient, namespace: str) -> list[Json]:
     """Pods in a namespace (for the in-use check before deleting a Credential)."""
     return _items(f"list Pods in namespace {namespace}", client.CoreV1Api(api).list_namespaced_pod, namespace)
-
-
-def list_managed_secrets(
-    api: client.ApiClient, namespace: str | None = None, *, extra_selector: str = ""
-) -> list[Json]:
-    """Secrets labelled as managed by credbridge."""
-    selector = f"{names.MANAGED_BY_LABEL}={names.MANAGED_BY_VALUE}" + (f",{extra_selector}" if extra_selector else "")
-    core = client.CoreV1Api(api)
-    if namespace is None:
-        return _items(
-            "list managed Secrets in all namespaces", core.list_secret_for_all_namespaces, label_selector=selector
-        )
-    return _items(
-        f"list managed Secrets in namespace {namespace}",
-        core.list_namespaced_secret,
-        namespace,
-        label_selector=selector,
-    )
 
 
 def read_credential_binding(api: client.ApiClient, namespace: str, name: str) -> Json | None:

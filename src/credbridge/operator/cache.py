@@ -296,10 +296,6 @@ class Cache:
         with self._lock:
             return sorted(self._shares_by_source)
 
-    def share_statuses(self) -> list[collections.abc.Mapping[str, object]]:
-        with self._lock:
-            return [share.status for share in self._shares.values()]
-
     # ---- Namespaces --------------------------------------------------------------------------
 
     def put_namespace(self, view: views.NamespaceView) -> views.NamespaceView | None:
