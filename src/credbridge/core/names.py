@@ -51,6 +51,12 @@ RESTARTED_BY_ANNOTATION = f"{GROUP}/restartedBy"
 ACTIVE_KEY_ANNOTATION = f"{GROUP}/active-key"
 KEY_FINGERPRINTS_ANNOTATION = f"{GROUP}/key-fingerprints"
 """On the keyring Secret: `{"<keyId>": "<fingerprint>"}`, keyed commitments to each key's bytes."""
+ACTIVE_SEALING_KEY_ANNOTATION = f"{GROUP}/active-sealing-key"
+"""On the keyring Secret: the id of the sealing key pair whose public key `credbridge seal` seals to."""
+SEALING_KEY_SINCE_ANNOTATION = f"{GROUP}/active-sealing-key-since"
+"""On the keyring Secret: when the active sealing key became active (RFC 3339), for scheduled rotation."""
+SEALING_KEY_PREFIX = "sealing."
+"""Keyring Secret data entries `sealing.<keyId>` hold sealing private keys (the other entries are AES keys)."""
 ACCEPT_SHARES_ANNOTATION = f"{GROUP}/accept-shares-from"
 ALLOW_DELETE_IN_USE_ANNOTATION = f"{GROUP}/allow-delete-in-use"
 
@@ -70,11 +76,19 @@ SECRET_KEY_NAME = "name"
 SECRET_KEY_ID = "id"
 
 DEFAULT_KEYRING_SECRET = "credbridge-keyring"
+DEFAULT_SEALING_CONFIGMAP = "credbridge-sealing-keys"
+"""ConfigMap in the operator namespace where the operator publishes the sealing public keys."""
+SEALING_CERT_KEY = "cert.pem"
+"""Key of that ConfigMap holding the active public key: what `credbridge seal --fetch-cert` saves."""
+SEALING_ACTIVE_KEY = "activeKeyId"
+"""Key of that ConfigMap naming the active sealing key id."""
 DEFAULT_OPERATOR_NAMESPACE = "credbridge-system"
 """Where the keyring lives when neither --operator-namespace nor $POD_NAMESPACE says otherwise."""
 DEFAULT_ENV_ALLOW = ("CRED_*",)
 
 READY_CONDITION = "Ready"
+SEALED_WITH_OLD_KEY_CONDITION = "SealedWithOldKey"
+"""True while some spec.sealedData value is sealed with a sealing key other than the active one."""
 
 
 def mirror_name(source_namespace: str, source_name: str) -> str:
