@@ -225,7 +225,7 @@ def test_custom_credential_type_in_the_inputs_is_honoured(tmp_path: Path, capsys
     assert code == 1
     assert problem_lines(out) == [
         f"{bad}:0: Credential team-a/internal2: field 'token' is required by type 'internalApi': "
-        "set spec.data.token or spec.valueFrom.token to a non-empty value",
+        "set spec.data.token, spec.valueFrom.token or spec.sealedData.token to a non-empty value",
         f"{bad}:0: Credential team-a/internal2: field 'port' of type 'internalApi' must be a number such as "
         "6379 or 0.5: correct spec.data.port",
     ]
@@ -328,7 +328,7 @@ def test_console_script_reports_problems_and_exit_code(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         f"{path}:0: Credential team-a/x: field 'openAIApiKey' is required by type 'openAIApi': "
-        "set spec.data.openAIApiKey or spec.valueFrom.openAIApiKey to a non-empty value",
+        "set spec.data.openAIApiKey, spec.valueFrom.openAIApiKey or spec.sealedData.openAIApiKey to a non-empty value",
         "1 credential checked, 1 problem",
     ]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import collections.abc
 import dataclasses
-import hashlib
 import json
 import typing
 
@@ -20,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from credbridge.core import envelope, envrefs, keyring, names, planning, redaction, registry
+from credbridge.testing.randomness import deterministic_random
 
 NOW = "2024-05-01T10:00:00Z"
 LATER = "2024-05-02T11:00:00Z"
@@ -31,20 +31,6 @@ PG_CANARY = "pg-canary-4c3a2b1d"
 TYPES = registry.Registry.builtin()
 POLICY = envrefs.EnvPolicy()
 UNSET: typing.Any = object()
-
-
-def deterministic_random(seed: str) -> collections.abc.Callable[[int], bytes]:
-    """A reproducible stand-in for os.urandom: a SHA-256 stream of the seed and a counter."""
-    state = {"counter": 0}
-
-    def random_bytes(length: int) -> bytes:
-        out = b""
-        while len(out) < length:
-            state["counter"] += 1
-            out += hashlib.sha256(f"{seed}:{state['counter']}".encode()).digest()
-        return out[:length]
-
-    return random_bytes
 
 
 RING = keyring.new_keyring(deterministic_random("ring"))

@@ -13,7 +13,7 @@ import collections.abc
 import dataclasses
 import typing
 
-from credbridge.core import binding, names, registry, templating, validation
+from credbridge.core import binding, names, registry, sealing, templating, validation
 
 Json = collections.abc.Mapping[str, typing.Any]
 
@@ -137,15 +137,28 @@ def _listed(items: collections.abc.Sequence[str], limit: int = 10) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
+def sealed_data_problems(obj: Json) -> list[str]:
+    """What the headers of a Credential's spec.sealedData say against applying it: a value that is not a
+    sealed value, or one sealed for another namespace, Credential or field. The webhook cannot see the
+    plaintext (only the operator's reconciler opens it), but the scope is public."""
+    metadata = obj.get("metadata") or {}
+    namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+    sealed = (obj.get("spec") or {}).get("sealedData") or {}
+    found = (sealing.placement(str(field), token, namespace, name) for field, token in sorted(sealed.items()))
+    return [placement.message for placement in found if placement.verdict != "ok"]
+
+
 def _review_content(where: str, obj: Json, types: registry.Registry, literal_secrets: str) -> Decision:
     spec = obj.get("spec") or {}
     type_name = str(spec.get("type", ""))
     data = {str(k): str(v) for k, v in (spec.get("data") or {}).items()}
     value_from = list(spec.get("valueFrom") or {})
+    sealed = {str(k): str(v) for k, v in (spec.get("sealedData") or {}).items()}
     cred_type = types.get(type_name)
-    problems = validation.check_spec(cred_type, type_name, data, value_from)
+    problems = [problem.message for problem in validation.check_spec(cred_type, type_name, data, value_from, sealed)]
+    problems.extend(sealed_data_problems(obj))
     if problems:
-        return Decision(False, f"{where}: {validation.summarize(problems)}")
+        return Decision(False, f"{where}: {'; '.join(problems)}")
     assert cred_type is not None
     literal = validation.literal_secret_fields(cred_type, data)
     if not literal or literal_secrets == "allow":

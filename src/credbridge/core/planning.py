@@ -17,7 +17,18 @@ import dataclasses
 import hmac
 import typing
 
-from credbridge.core import conditions, envelope, envrefs, keyring, names, redaction, registry, validation, views
+from credbridge.core import (
+    conditions,
+    envelope,
+    envrefs,
+    keyring,
+    names,
+    redaction,
+    registry,
+    sealing,
+    validation,
+    views,
+)
 
 Json = dict[str, typing.Any]
 EnvLookup = collections.abc.Callable[[str], str | None]
@@ -64,6 +75,17 @@ class Plan:
 
 
 @dataclasses.dataclass(frozen=True)
+class Resolved:
+    """A Credential's plaintext, and what its sealed values say about the sealing key they used."""
+
+    fields: redaction.SecretFields
+    sealed_with_old_key: collections.abc.Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Field → sealed value (spec.sealedData) for values sealed with a key other than the active one."""
+    opened: redaction.SecretFields = dataclasses.field(default_factory=redaction.SecretFields)
+    """The opened sealed values by field (to check a re-sealed value against), never shown."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Inputs:
     """Everything besides the Credential itself that a plan depends on."""
 
@@ -97,11 +119,15 @@ def plan_credential(
         env_policy=env_policy,
         referenced_secrets=referenced_secrets,
         duplicate_of=duplicate_of,
+        ring=inputs.keyring,
     )
     if isinstance(content, Failure):
         return _failed(credential, inputs, content)
     assert cred_type is not None
-    return _plan_encrypted(credential, inputs, content, type_version=cred_type.version)
+    plan = _plan_encrypted(credential, inputs, content.fields, type_version=cred_type.version)
+    if plan.failure is not None or not credential.sealed_data:
+        return plan
+    return _with_sealing_status(credential, inputs, plan, content)
 
 
 def plan_mirror(
@@ -125,7 +151,8 @@ def _resolve_content(
     env_policy: envrefs.EnvPolicy,
     referenced_secrets: collections.abc.Mapping[str, collections.abc.Mapping[str, str] | None],
     duplicate_of: str | None,
-) -> redaction.SecretFields | Failure:
+    ring: keyring.Keyring | None,
+) -> Resolved | Failure:
     """Validate and resolve a Credential's fields; return the plaintext or the first kind of failure."""
     where = f"Credential {credential.namespace}/{credential.name}"
     if duplicate_of:
@@ -138,11 +165,15 @@ def _resolve_content(
         )
     data = {str(k): str(v) for k, v in (credential.spec.get("data") or {}).items()}
     value_from = credential.spec.get("valueFrom") or {}
-    problems = validation.check_spec(cred_type, credential.type_name, data, list(value_from))
+    sealed = credential.sealed_data
+    problems = validation.check_spec(cred_type, credential.type_name, data, list(value_from), sealed)
     if cred_type is None:
         return Failure("UnknownType", f"{where}: {validation.summarize(problems)}")
     if problems:
         return Failure("ValidationFailed", f"{where}: {validation.summarize(problems)}")
+    sealed_failure = _sealed_placement_failure(credential, sealed, ring)
+    if sealed_failure is not None:
+        return sealed_failure
 
     resolved, reference_problems = envrefs.resolve_fields(data, env_lookup, env_policy, credential.namespace)
     forbidden = [p for p in reference_problems if p.kind == "forbidden"]
@@ -171,10 +202,141 @@ def _resolve_content(
     if missing:
         return Failure("SecretReferenceMissing", f"{where}: " + "; ".join(missing))
 
-    fields, problems = validation.finalize(cred_type, resolved)
+    opened = _open_sealed(credential, sealed, ring)
+    if isinstance(opened, Failure):
+        return opened
+    # Opened values are used literally: never scanned for <<NAME>> references, which would let a
+    # tenant seal "<<CRED_OTHER_TEAM_KEY>>" and read another namespace's variable.
+    resolved.update(opened)
+    fields, problems = validation.finalize(cred_type, resolved, sealed_fields=sealed.keys())
     if problems:
         return Failure("ValidationFailed", f"{where}: {validation.summarize(problems)}")
-    return fields
+    old_key = {field: token for field, token in sealed.items() if _sealing_key_id(token) != _active_sealing_id(ring)}
+    return Resolved(fields, old_key, redaction.SecretFields(opened))
+
+
+def _sealing_key_id(token: str) -> str | None:
+    header = sealing.read_header(token)
+    return None if header is None else header.key_id
+
+
+def _active_sealing_id(ring: keyring.Keyring | None) -> str | None:
+    return None if ring is None else ring.active_sealing_id
+
+
+def _sealed_placement_failure(
+    credential: CredentialView, sealed: collections.abc.Mapping[str, str], ring: keyring.Keyring | None
+) -> Failure | None:
+    """The first failure the headers of the sealed values show: form, then scope, then the key."""
+    if not sealed:
+        return None
+    where = f"Credential {credential.namespace}/{credential.name}"
+    placements = [
+        sealing.placement(
+            field, token, credential.namespace, credential.name, ring.sealing_keys if ring is not None else None
+        )
+        for field, token in sorted(sealed.items())
+    ]
+    for verdict, reason in (
+        ("invalid", "SealedValueInvalid"),
+        ("elsewhere", "SealedForElsewhere"),
+        ("unknown-key", "SealKeyUnknown"),
+    ):
+        found = [placement.message for placement in placements if placement.verdict == verdict]
+        if found:
+            return Failure(reason, f"{where}: " + "; ".join(found))
+    if ring is None:
+        return Failure(
+            "KeyUnavailable",
+            f"{where}: the operator has no usable keyring to open spec.sealedData; see the operator log and the "
+            "keyring Secret",
+        )
+    return None
+
+
+def _open_sealed(
+    credential: CredentialView, sealed: collections.abc.Mapping[str, str], ring: keyring.Keyring | None
+) -> dict[str, str] | Failure:
+    """Every sealed value opened, or SealedValueInvalid naming the fields that do not open."""
+    if not sealed:
+        return {}
+    assert ring is not None
+    opened: dict[str, str] = {}
+    corrupted: list[str] = []
+    for field, token in sorted(sealed.items()):
+        try:
+            opened[field] = sealing.open_value(token, ring.sealing_keys)
+        except sealing.SealedValueError:
+            corrupted.append(sealing.corrupted_message(field))
+    if corrupted:
+        return Failure(
+            "SealedValueInvalid", f"Credential {credential.namespace}/{credential.name}: " + "; ".join(corrupted)
+        )
+    return opened
+
+
+def _with_sealing_status(credential: CredentialView, inputs: Inputs, plan: Plan, content: Resolved) -> Plan:
+    """The plan with the SealedWithOldKey hint and, for values on an older sealing key, the same values
+    re-sealed with the active key in status.resealedData (ciphertext only), for `credbridge seal --reseal`."""
+    ring = inputs.keyring
+    assert ring is not None and ring.active_sealing_id is not None
+    previous = credential.status.get("resealedData") or {}
+    resealed: Json = {}
+    for field, token in sorted(content.sealed_with_old_key.items()):
+        digest = sealing.token_digest(token)
+        kept = previous.get(field) if isinstance(previous, collections.abc.Mapping) else None
+        if isinstance(kept, collections.abc.Mapping) and _still_good(kept, digest, token, content.opened[field], ring):
+            resealed[field] = dict(kept)
+            continue
+        public_key = sealing.public_key_of(ring.sealing_keys[ring.active_sealing_id])
+        header = sealing.read_header(token)
+        assert header is not None
+        value = sealing.seal_value(content.opened[field], public_key, header.scope, inputs.random_bytes)
+        resealed[field] = {"from": digest, "value": value}
+    if resealed:
+        old_ids = sorted({str(_sealing_key_id(token)) for token in content.sealed_with_old_key.values()})
+        hint = conditions.condition(
+            credential.status,
+            names.SEALED_WITH_OLD_KEY_CONDITION,
+            "True",
+            "SealingKeyRotated",
+            (
+                f"spec.sealedData field(s) {', '.join(sorted(resealed))} are sealed with sealing key(s) "
+                f"{', '.join(old_ids)}, not the active key {ring.active_sealing_id}; status.resealedData holds them "
+                "sealed with the active key: run `credbridge seal --reseal -f <your manifests>` and commit the result"
+            ),
+            inputs.now,
+            credential.generation,
+        )
+    else:
+        hint = conditions.condition(
+            credential.status,
+            names.SEALED_WITH_OLD_KEY_CONDITION,
+            "False",
+            "SealedWithActiveKey",
+            f"every spec.sealedData value is sealed with the active sealing key {ring.active_sealing_id}",
+            inputs.now,
+            credential.generation,
+        )
+    status = {**plan.status, "conditions": [*plan.status["conditions"], hint], "resealedData": resealed or None}
+    return dataclasses.replace(plan, status=status)
+
+
+def _still_good(
+    kept: collections.abc.Mapping[str, typing.Any], digest: str, token: str, value: str, ring: keyring.Keyring
+) -> bool:
+    """Whether a re-sealed value in the status still stands for `token`: made from it, for its scope, with the
+    active key, and opening to the same value (the status is not trusted to hold what the operator wrote)."""
+    resealed = kept.get("value")
+    if kept.get("from") != digest or not isinstance(resealed, str):
+        return False
+    header, original = sealing.read_header(resealed), sealing.read_header(token)
+    if header is None or original is None or header.key_id != ring.active_sealing_id or header.scope != original.scope:
+        return False
+    try:
+        return hmac.compare_digest(sealing.open_value(resealed, ring.sealing_keys).encode(), value.encode())
+    except sealing.SealedValueError:
+        return False
 
 
 def _plan_encrypted(

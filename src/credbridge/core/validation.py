@@ -6,8 +6,11 @@ the cluster. So the rules live here once, in two steps:
 
 - `check_spec` looks at a spec without resolving anything: type, field names, required fields,
   and the format and size of literal values. It works offline.
-- `finalize` looks at the resolved values (after `<<NAME>>` and Secret references), applies
-  defaults and checks every format and size. Its result is what gets sealed.
+- `finalize` looks at the resolved values (after `<<NAME>>` and Secret references, and opened
+  sealed values), applies defaults and checks every format and size. Its result is what gets
+  encrypted into the managed Secret.
+- `check_field_value` checks one value of one field: what `credbridge seal` runs before sealing,
+  so a typo is found by whoever seals, not by the application that fails later.
 
 Problems name the field, the rule and the fix, never a value.
 """
@@ -18,7 +21,7 @@ import collections.abc
 import dataclasses
 import typing
 
-from credbridge.core import envelope, envrefs, redaction, registry
+from credbridge.core import envelope, envrefs, redaction, registry, sealing
 
 MAX_VALUE_BYTES = 64 * 1024
 """Largest value of one field, in UTF-8 bytes: as written in spec.data, and once resolved.
@@ -46,6 +49,7 @@ Rule = typing.Literal[
     "max-value-size",
     "max-plaintext-size",
     "both-data-and-valueFrom",
+    "set-twice",
     "empty-name",
     "utf-8",
 ]
@@ -146,11 +150,14 @@ def check_spec(
     type_name: str,
     data: collections.abc.Mapping[str, str],
     value_from: collections.abc.Collection[str],
+    sealed: collections.abc.Mapping[str, str] | None = None,
 ) -> list[Problem]:
     """Checks a Credential spec without resolving references; usable offline.
 
     `data` is `spec.data` (literals and `<<NAME>>` references), `value_from` the field names in
-    `spec.valueFrom`. Every value's size is checked as written; literal values are checked for
+    `spec.valueFrom`, `sealed` is `spec.sealedData` (field → sealed value, whose size shows
+    without opening it; its form and scope are core.sealing's to judge). Every value's size is
+    checked as written; literal values are checked for
     format now, values with a reference by `finalize` once resolved. The whole credential's
     size is checked on what is known (literals and defaults): for a Credential of literals that is
     exactly what `finalize` checks. A required field given as an empty literal counts as missing.
@@ -166,8 +173,13 @@ def check_spec(
                 "`kubectl get credentialtypes` or `credbridge types`, or create it",
             )
         ]
+    sealed = sealed or {}
     problems: list[Problem] = []
-    for source, field_names in (("spec.data", list(data)), ("spec.valueFrom", list(value_from))):
+    for source, field_names in (
+        ("spec.data", list(data)),
+        ("spec.valueFrom", list(value_from)),
+        ("spec.sealedData", list(sealed)),
+    ):
         for name in field_names:
             if not name:
                 problems.append(
@@ -184,15 +196,36 @@ def check_spec(
         )
         for name in both
     )
-    # The fields whose sealed value is known without resolving anything: literals and defaults.
+    problems.extend(
+        Problem(
+            name,
+            "set-twice",
+            f"field {name!r} is set in both spec.sealedData and {other}: keep only one",
+        )
+        for name in sealed
+        for other, names in (("spec.data", data), ("spec.valueFrom", value_from))
+        if name and name in names
+    )
+    for name, token in sealed.items():
+        header = sealing.read_header(token) if isinstance(token, str) else None
+        if header is not None and header.value_bytes > MAX_VALUE_BYTES:
+            problems.append(
+                Problem(
+                    name,
+                    "max-value-size",
+                    f"field {name!r} is larger than the limit of {MAX_VALUE_BYTES} bytes per value: seal a shorter "
+                    f"value into spec.sealedData.{name}",
+                )
+            )
+    # The fields whose plaintext is known without resolving anything: literals and defaults.
     known: dict[str, str] = {}
     for input_field in cred_type.inputs:
         name = input_field.name
         value = data.get(name)
-        if name not in value_from and input_field.required and not value:
+        if name not in value_from and name not in sealed and input_field.required and not value:
             problems.append(_required(cred_type, input_field))
         if value is None:
-            if name not in value_from and input_field.default is not None:
+            if name not in value_from and name not in sealed and input_field.default is not None:
                 known[name] = input_field.default
             continue
         where = f"spec.data.{name}"
@@ -218,18 +251,20 @@ def _required(cred_type: registry.CredentialTypeSpec, input_field: registry.Inpu
     return Problem(
         name,
         "required",
-        f"field {name!r} is required by type {cred_type.name!r}: set spec.data.{name} "
-        f"or spec.valueFrom.{name} to a non-empty value",
+        f"field {name!r} is required by type {cred_type.name!r}: set spec.data.{name}, "
+        f"spec.valueFrom.{name} or spec.sealedData.{name} to a non-empty value",
     )
 
 
 def finalize(
     cred_type: registry.CredentialTypeSpec,
     resolved: collections.abc.Mapping[str, str],
+    sealed_fields: collections.abc.Collection[str] = (),
 ) -> tuple[redaction.SecretFields, list[Problem]]:
     """Applies defaults to the resolved values and checks all of them; returns what to seal.
 
-    `resolved` holds every supplied field with references and Secret values already filled in.
+    `resolved` holds every supplied field with references, Secret values and opened sealed values
+    (`sealed_fields` names those, for the messages) already filled in.
     Fields the type does not define are reported, absent fields with a default get it, and each
     value is checked for format and size, then the whole plaintext for size. The fields are
     meaningless when there are problems.
@@ -251,7 +286,11 @@ def finalize(
                 problems.append(_required(cred_type, input_field))
             continue
         given = fields[name]
-        where = f"spec.data.{name} or the variable or Secret key it comes from"
+        where = (
+            f"the value sealed in spec.sealedData.{name} (seal it again)"
+            if name in sealed_fields
+            else f"spec.data.{name} or the variable or Secret key it comes from"
+        )
         size_problems = _size_problems(name, given, where)
         problems.extend(size_problems)
         if not size_problems:
@@ -263,6 +302,22 @@ def finalize(
     if not problems:
         problems.extend(_plaintext_problem(cred_type, ordered))
     return secret_fields, problems
+
+
+def check_field_value(cred_type: registry.CredentialTypeSpec, name: str, value: str, where: str) -> list[Problem]:
+    """Checks one value for one field of `cred_type`, as `finalize` would: the field exists, the value
+    fits the size limit and the field's format. `where` names the value in the messages
+    ("the value to seal")."""
+    input_field = cred_type.field(name)
+    if input_field is None:
+        return [_unknown_field(cred_type, name, f"{where} or seal it for another field")]
+    size_problems = _size_problems(name, value, where)
+    if size_problems:
+        return size_problems
+    if not value:
+        return [_required(cred_type, input_field)] if input_field.required else []
+    problem = _format_problem(cred_type, input_field, value, where)
+    return [] if problem is None else [problem]
 
 
 def literal_secret_fields(

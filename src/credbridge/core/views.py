@@ -143,6 +143,11 @@ class CredentialView:
         return {str(field): str(value) for field, value in (self.spec.get("data") or _EMPTY).items()}
 
     @property
+    def sealed_data(self) -> dict[str, str]:
+        """`spec.sealedData`: field → sealed value (`cbs1...`), opened only by the reconciler."""
+        return {str(field): str(value) for field, value in (self.spec.get("sealedData") or _EMPTY).items()}
+
+    @property
     def value_from(self) -> collections.abc.Mapping[str, typing.Any]:
         return self.spec.get("valueFrom") or _EMPTY
 
