@@ -82,6 +82,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="Credentials re-encrypted (or, after any keyring change, verified) per second (default: %(default)s)",
     )
     parser.add_argument(
+        "--sealing-key-rotation",
+        type=float,
+        default=_DEFAULTS.keyring.sealing_rotation,
+        metavar="SECONDS",
+        help="rotate the sealing key pair this often (e.g. 7776000 for 90 days); older pairs keep opening what "
+        "was sealed with them; 0: only by command (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--sealing-configmap",
+        default=_DEFAULTS.keyring.sealing_configmap,
+        metavar="NAME",
+        help="ConfigMap in the operator namespace where the sealing public keys are published (default: %(default)s)",
+    )
+    parser.add_argument(
         "--resync-interval",
         type=float,
         default=_DEFAULTS.resync.interval,
@@ -338,7 +352,10 @@ def handle(args: argparse.Namespace) -> int:
             allow=tuple(args.env_allow) or names.DEFAULT_ENV_ALLOW, namespace_rules=tuple(args.env_policy)
         ),
         keyring=settings_module.KeyringSettings(
-            secret_name=args.keyring_secret, reencrypt_per_second=args.reencrypt_rate
+            secret_name=args.keyring_secret,
+            reencrypt_per_second=args.reencrypt_rate,
+            sealing_rotation=args.sealing_key_rotation,
+            sealing_configmap=args.sealing_configmap,
         ),
         admission=settings_module.AdmissionSettings(
             literal_secrets=args.literal_secrets,
@@ -385,5 +402,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def settings_check(settings: settings_module.OperatorSettings) -> None:
-    """Reject malformed --env-policy rules before connecting to anything."""
+    """Reject malformed --env-policy rules and a negative --sealing-key-rotation before connecting to anything."""
     settings_module.env_policy(settings.env.allow, settings.env.namespace_rules)
+    if settings.keyring.sealing_rotation < 0:
+        raise ValueError("--sealing-key-rotation must be 0 (off) or a number of seconds")

@@ -2,7 +2,8 @@
 
 A Credential that passes CI but fails in the cluster is found late, by whoever depends on it.
 This command runs the same checks as the admission webhook and the reconciler — the type
-registry, `validation.check_spec`, the `<<NAME>>` allow-list, the literal-secret policy — on YAML
+registry, `validation.check_spec`, the `<<NAME>>` allow-list, the literal-secret policy, the form
+and scope of sealed values (it cannot open them: only the operator holds the key) — on YAML
 files, without a cluster, and reports like a compiler: one line per problem, naming the file,
 the document and the object, then a summary. Messages come from core and name fields and
 variables only, never a value from the files.
@@ -22,7 +23,7 @@ import typing
 import yaml
 
 from credbridge.cli import run
-from credbridge.core import admission, envrefs, names, registry, validation
+from credbridge.core import admission, envrefs, names, registry, sealing, validation
 from credbridge.operator import settings as operator_settings
 
 EXIT_CLEAN = 0
@@ -164,7 +165,7 @@ def _yaml_files(directory: pathlib.Path) -> list[pathlib.Path]:
     return sorted(found)
 
 
-def _inputs(paths: collections.abc.Sequence[str], report: Report) -> collections.abc.Iterator[tuple[str, str]]:
+def read_inputs(paths: collections.abc.Sequence[str], report: Report) -> collections.abc.Iterator[tuple[str, str]]:
     """(name, text) of every input; what cannot be read goes to `report.unreadable`."""
     for given in paths:
         if given == STDIN:
@@ -203,7 +204,7 @@ def _syntax_error(source: str, error: yaml.YAMLError) -> str:
 
 def read_documents(paths: collections.abc.Sequence[str], report: Report) -> collections.abc.Iterator[Document]:
     """Every mapping document in the inputs; the items of a `kind: List` count as their document."""
-    for source, text in _inputs(paths, report):
+    for source, text in read_inputs(paths, report):
         try:
             bodies = list(yaml.safe_load_all(text))
         except yaml.YAMLError as error:
@@ -224,7 +225,7 @@ def read_documents(paths: collections.abc.Sequence[str], report: Report) -> coll
 # Checking ------------------------------------------------------------------------------------
 
 
-def _subject(document: Document, default_namespace: str) -> tuple[str, str]:
+def document_subject(document: Document, default_namespace: str) -> tuple[str, str]:
     """(`Kind namespace/name`, namespace) of a document, with placeholders for what is missing."""
     metadata = document.body.get("metadata")
     metadata = metadata if isinstance(metadata, collections.abc.Mapping) else {}
@@ -260,7 +261,7 @@ def check_documents(
 
     checked: list[tuple[Document, str, str]] = []
     for document in ours:
-        subject, namespace = _subject(document, default_namespace)
+        subject, namespace = document_subject(document, default_namespace)
         if document.body.get("apiVersion") != names.API_VERSION:
             add(
                 document,
@@ -300,12 +301,14 @@ def check_documents(
                 add(document, subject, message)
 
 
-def _data_strings(value: object, problems: list[tuple[str, bool]]) -> tuple[dict[str, str], set[str]]:
-    """The string entries of spec.data, and the names of entries that are not strings (each a problem)."""
+def _data_strings(
+    value: object, problems: list[tuple[str, bool]], where: str = "spec.data"
+) -> tuple[dict[str, str], set[str]]:
+    """The string entries of spec.data (or `where`), and the names of entries that are not strings (each a problem)."""
     if value is None:
         return {}, set()
     if not isinstance(value, collections.abc.Mapping):
-        problems.append(("spec.data must be a mapping of field name to value", False))
+        problems.append((f"{where} must be a mapping of field name to value", False))
         return {}, set()
     strings: dict[str, str] = {}
     not_strings: set[str] = set()
@@ -314,7 +317,7 @@ def _data_strings(value: object, problems: list[tuple[str, bool]]) -> tuple[dict
             strings[str(key)] = entry
         else:
             # YAML reads unquoted 6379, true or 2024-01-01 as other types; the API server refuses them.
-            problems.append((f"spec.data.{key} must be a string: quote the value in YAML", False))
+            problems.append((f"{where}.{key} must be a string: quote the value in YAML", False))
             not_strings.add(str(key))
     return strings, not_strings
 
@@ -363,11 +366,12 @@ def credential_findings(
     if not isinstance(type_name, str):
         return [("spec.type must be a string naming a CredentialType, e.g. openAIApi", False)]
     data, not_strings = _data_strings(spec.get("data"), findings)
+    sealed, _ = _data_strings(spec.get("sealedData"), findings, where="spec.sealedData")
     value_from = _value_from_fields(spec.get("valueFrom"), findings)
     cred_type = known.get(type_name)
     findings.extend(
         (problem.message, False)
-        for problem in validation.check_spec(cred_type, type_name, data, value_from)
+        for problem in validation.check_spec(cred_type, type_name, data, value_from, sealed)
         # A field given as a non-string is reported above, not again as missing.
         if not (problem.rule == "required" and problem.field in not_strings)
     )
@@ -377,6 +381,12 @@ def credential_findings(
             for name in sorted(not_strings)
             if cred_type.field(name) is None
         )
+    name = str((body.get("metadata") or {}).get("name") or "")
+    findings.extend(
+        (placement.message, False)
+        for placement in (sealing.placement(field, token, namespace, name) for field, token in sorted(sealed.items()))
+        if placement.verdict != "ok"
+    )
     for field, value in data.items():
         for variable in envrefs.references(value):
             reason = policy.check(variable, namespace)

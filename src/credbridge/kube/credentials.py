@@ -9,14 +9,15 @@ request or response body, which for Secrets holds their data.
 
 from __future__ import annotations
 
+import collections
 import collections.abc
 import secrets
 from typing import Any, TypeAlias
 
 from kubernetes import client
 
-from credbridge.core import keyring, names
-from credbridge.kube import connecting, errors, fetching, keyrings
+from credbridge.core import keyring, names, sealing
+from credbridge.kube import connecting, errors, fetching, keyrings, sealingkeys
 
 Json = dict[str, Any]
 ApiClient: TypeAlias = connecting.ApiClient
@@ -118,3 +119,48 @@ def retire_key(
     """Remove `key_id` from the keyring Secret; raises KeyringError while it is active or in `in_use`."""
     with _requests_for(f"retire key {key_id} from keyring Secret {namespace}/{name}"):
         return keyrings.retire(api, namespace, name, key_id, in_use)
+
+
+def sealing_key_users(api: client.ApiClient) -> dict[str, list[str]]:
+    """Sealing key id → `namespace/name` of every Credential with a spec.sealedData value sealed with it."""
+    users: dict[str, list[str]] = collections.defaultdict(list)
+    for credential in list_credentials(api):
+        metadata = credential.get("metadata") or {}
+        where = f"{metadata.get('namespace')}/{metadata.get('name')}"
+        key_ids = {
+            header.key_id
+            for token in ((credential.get("spec") or {}).get("sealedData") or {}).values()
+            if (header := sealing.read_header(str(token))) is not None
+        }
+        for key_id in key_ids:
+            users[key_id].append(where)
+    return dict(users)
+
+
+def rotate_sealing_key(api: client.ApiClient, namespace: str, name: str) -> keyring.Keyring:
+    """Add a new sealing key pair to the keyring Secret and make it active; returns the new keyring."""
+    with _requests_for(f"rotate the sealing key in keyring Secret {namespace}/{name}"):
+        rotated = keyrings.rotate_sealing(api, namespace, name, secrets.token_bytes)
+    assert rotated is not None
+    return rotated
+
+
+def retire_sealing_key(
+    api: client.ApiClient, namespace: str, name: str, key_id: str, users: collections.abc.Sequence[str]
+) -> keyring.Keyring:
+    """Remove sealing key `key_id`; raises KeyringError while it is active or `users` (Credentials) use it."""
+    with _requests_for(f"retire sealing key {key_id} from keyring Secret {namespace}/{name}"):
+        return keyrings.retire_sealing(api, namespace, name, key_id, users)
+
+
+def restore_keyring(
+    api: client.ApiClient, namespace: str, name: str, imported: keyring.Keyring
+) -> tuple[keyring.Keyring, bool]:
+    """Put a bundle's keys into the keyring Secret (created when absent); returns it and whether it was created."""
+    with _requests_for(f"import keys into keyring Secret {namespace}/{name}"):
+        return keyrings.restore(api, namespace, name, imported)
+
+
+def read_sealing_certificate(api: client.ApiClient, namespace: str, name: str) -> tuple[str, str]:
+    """(active sealing key id, PEM) as the operator publishes them in its ConfigMap."""
+    return sealingkeys.read_certificate(api, namespace, name)

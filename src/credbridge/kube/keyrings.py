@@ -6,15 +6,20 @@ credential undecryptable — the top complaint of Flowise users). Changed bytes 
 id count as unreadable: every read checks the fingerprints recorded in the Secret
 (core.keyring.check_key_material), and the fingerprints of keys that have none yet are recorded
 once.
+
+The sealing key pairs live in the same Secret. A keyring that has never had one gets one (a new
+keyring, or one from before sealing): that loses nothing. A keyring that had one and lost it is
+malformed like any other (core.keyring), and stops the operator.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from kubernetes import client, watch
@@ -135,15 +140,37 @@ def record_fingerprints(api: client.ApiClient, namespace: str, name: str, stored
     )
 
 
-def ensure(api: client.ApiClient, namespace: str, name: str, random_bytes: envelope.RandomBytes) -> keyring.Keyring:
-    """Load the keyring, creating it with one fresh key only when the Secret is absent.
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    Raises KeyringError when it is malformed or a key changed; records missing fingerprints.
+
+def ensure(api: client.ApiClient, namespace: str, name: str, random_bytes: envelope.RandomBytes) -> keyring.Keyring:
+    """Load the keyring, creating it with one fresh key (and sealing key pair) only when the Secret is absent.
+
+    A keyring without any sealing key (from before sealing) gets its first one. Raises KeyringError
+    when it is malformed or a key changed; records missing fingerprints.
     """
     for _ in range(_RECORD_ATTEMPTS):
         stored = read(api, namespace, name)
         if stored is None:
             break
+        _verified(stored, namespace, name)
+        if not stored.ring.sealing_keys:
+            try:
+                return _add_first_sealing_key(api, namespace, name, stored, random_bytes)
+            except errors.ApiError as error:
+                if error.conflict:
+                    continue
+                if not error.forbidden:
+                    raise
+                logger.warning(
+                    "keyring Secret %s/%s has no sealing key and the operator may not add one (%s): sealed values "
+                    "cannot be opened; allow it to update the Secret, or import a key bundle (credbridge keys import)",
+                    namespace,
+                    name,
+                    error,
+                )
+                return stored.ring
         if not _verified(stored, namespace, name).unrecorded:
             return stored.ring
         try:
@@ -166,7 +193,29 @@ def ensure(api: client.ApiClient, namespace: str, name: str, random_bytes: envel
         return stored.ring
     else:
         raise keyring.KeyringError(f"keyring Secret {namespace}/{name} kept changing while it was read: try again")
-    ring = keyring.new_keyring(random_bytes)
+    ring = keyring.add_sealing_key(keyring.new_keyring(random_bytes), random_bytes, now_rfc3339())
+    try:
+        with errors.translated(f"create keyring Secret {namespace}/{name}"):
+            _create(api, namespace, name, ring)
+    except errors.ApiError as error:
+        if error.status != 409:
+            raise
+        # Another operator instance made it first: use theirs, never a second key.
+        loaded = load(api, namespace, name)
+        assert loaded is not None
+        return loaded[0]
+    logger.info(
+        "created keyring Secret %s/%s with key %s and sealing key %s",
+        namespace,
+        name,
+        ring.active_id,
+        ring.active_sealing_id,
+    )
+    return ring
+
+
+def _create(api: client.ApiClient, namespace: str, name: str, ring: keyring.Keyring) -> None:
+    """Create the keyring Secret holding `ring` (ApiException 409 when it exists)."""
     data, annotations = keyring.keyring_to_secret_fields(ring)
     body = {
         "apiVersion": "v1",
@@ -180,17 +229,17 @@ def ensure(api: client.ApiClient, namespace: str, name: str, random_bytes: envel
         },
         "data": data,
     }
-    try:
-        with errors.translated(f"create keyring Secret {namespace}/{name}"):
-            client.CoreV1Api(api).create_namespaced_secret(namespace, body, _preload_content=False)
-    except errors.ApiError as error:
-        if error.status != 409:
-            raise
-        # Another operator instance made it first: use theirs, never a second key.
-        loaded = load(api, namespace, name)
-        assert loaded is not None
-        return loaded[0]
-    logger.info("created keyring Secret %s/%s with key %s", namespace, name, ring.active_id)
+    client.CoreV1Api(api).create_namespaced_secret(namespace, body, _preload_content=False)
+
+
+def _add_first_sealing_key(
+    api: client.ApiClient, namespace: str, name: str, stored: Stored, random_bytes: envelope.RandomBytes
+) -> keyring.Keyring:
+    """One write adding the first sealing key pair to a keyring that never had one (ApiError on 409/403)."""
+    ring = keyring.add_sealing_key(stored.ring, random_bytes, now_rfc3339())
+    with errors.translated(f"add a sealing key to keyring Secret {namespace}/{name}"):
+        _store(api, namespace, name, ring, stored.recorded, stored.resource_version)
+    logger.info("added sealing key %s to keyring Secret %s/%s", ring.active_sealing_id, namespace, name)
     return ring
 
 
@@ -231,6 +280,59 @@ def rotate(api: client.ApiClient, namespace: str, name: str, random_bytes: envel
     rotated = keyring.add_key(stored.ring, random_bytes)
     _store(api, namespace, name, rotated, stored.recorded, stored.resource_version)
     return rotated
+
+
+def rotate_sealing(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    random_bytes: envelope.RandomBytes,
+    *,
+    unless_newer_than: str | None = None,
+) -> keyring.Keyring | None:
+    """Add a new sealing key pair and make it active; older ones stay to open what was sealed with them.
+
+    With `unless_newer_than` (RFC 3339), a scheduled rotation: nothing happens (None) when the
+    active sealing key became active after that time — another replica rotated already. The write
+    carries the resourceVersion it was computed from, so two replicas never both rotate (409).
+    """
+    stored = _load_stored(api, namespace, name)
+    since = stored.ring.sealing_since
+    if unless_newer_than is not None and since and since > unless_newer_than:
+        return None
+    rotated = keyring.add_sealing_key(stored.ring, random_bytes, now_rfc3339())
+    _store(api, namespace, name, rotated, stored.recorded, stored.resource_version)
+    return rotated
+
+
+def retire_sealing(
+    api: client.ApiClient, namespace: str, name: str, key_id: str, users: Sequence[str]
+) -> keyring.Keyring:
+    """Remove a sealing key pair no Credential's spec.sealedData uses (`users`: those that do, by name)."""
+    stored = _load_stored(api, namespace, name)
+    retired = keyring.retire_sealing_key(stored.ring, key_id, users)
+    entry = names.SEALING_KEY_PREFIX + key_id
+    recorded = {other: value for other, value in stored.recorded.items() if other != entry}
+    _store(api, namespace, name, retired, recorded, stored.resource_version)
+    return retired
+
+
+def restore(
+    api: client.ApiClient, namespace: str, name: str, imported: keyring.Keyring
+) -> tuple[keyring.Keyring, bool]:
+    """Put the keys of a bundle into the keyring Secret: create it when absent, else add them to it.
+
+    Returns the keyring and whether the Secret was created. The bundle's keys become active. Raises
+    KeyringError when a key id is in both with other bytes, or the Secret is malformed.
+    """
+    stored = read(api, namespace, name)
+    if stored is None:
+        _create(api, namespace, name, imported)
+        return imported, True
+    _verified(stored, namespace, name)
+    merged = keyring.restore_keys(stored.ring, imported)
+    _store(api, namespace, name, merged, stored.recorded, stored.resource_version)
+    return merged, False
 
 
 def retire(api: client.ApiClient, namespace: str, name: str, key_id: str, in_use: Collection[str]) -> keyring.Keyring:

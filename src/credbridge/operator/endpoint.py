@@ -13,6 +13,12 @@ token being reviewed wait for that one review instead of starting their own.
 
 Every read is counted (`credbridge_workload_reads_total{namespace,kind,result}`) and logged with
 the identity, the object and the result — never the token, never a value.
+
+The same server answers `GET /v1/sealing-keys` (JSON) and `GET /v1/sealing-keys/cert.pem` without
+authentication: the sealing public keys are public, and `credbridge seal` needs them before it has
+anything else. They are served here rather than on the plain-HTTP health or metrics ports because
+this server speaks TLS: a public key needs no secrecy, but it does need integrity — a key swapped
+in transit would have values sealed to someone else.
 """
 
 from __future__ import annotations
@@ -54,6 +60,11 @@ logger = logging.getLogger("credbridge.endpoint")
 
 Json = dict[str, Any]
 Key = tuple[str, str]
+
+SEALING_KEYS_PATH = "/v1/sealing-keys"
+"""Unauthenticated: the sealing public keys as JSON (`activeKeyId`, `cert.pem`, `<keyId>.pem`)."""
+SEALING_CERT_PATH = "/v1/sealing-keys/cert.pem"
+"""Unauthenticated: the active sealing public key as PEM, what `credbridge seal --fetch-cert` saves."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +178,8 @@ class ReadEndpoint:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.certificate.certfile, self.certificate.pkeyfile)
         app = web.Application()
+        app.router.add_get(SEALING_KEYS_PATH, self.sealing_keys)
+        app.router.add_get(SEALING_CERT_PATH, self.sealing_keys)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -177,6 +190,20 @@ class ReadEndpoint:
             await self._stopping.wait()
         finally:
             await runner.cleanup()
+
+    # ---- the sealing public keys (no authentication) -----------------------------------------
+
+    async def sealing_keys(self, request: web.Request) -> web.Response:
+        """The published sealing public keys: JSON, or the active key's PEM for the cert path."""
+        ring = self.sources.keyring()
+        published = keyring.published_sealing_keys(ring) if ring is not None else {}
+        if not published:
+            return web.json_response(
+                {"error": "the operator has no sealing key yet: see its log and the keyring Secret"}, status=503
+            )
+        if request.path == SEALING_CERT_PATH:
+            return web.Response(text=published[names.SEALING_CERT_KEY], content_type="application/x-pem-file")
+        return web.json_response(published)
 
     # ---- one request -------------------------------------------------------------------------
 

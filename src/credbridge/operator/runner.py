@@ -25,7 +25,7 @@ from credbridge.operator import bindings as bindings_module
 from credbridge.operator import controller as controller_module
 from credbridge.operator import endpoint as endpoint_module
 from credbridge.operator import flowise as flowise_module
-from credbridge.operator import handlers, injecting, keyring_guard, metrics, webhook_server
+from credbridge.operator import handlers, injecting, keyring_guard, metrics, sealingkeys, webhook_server
 from credbridge.operator import settings as settings_module
 
 logger = logging.getLogger("credbridge")
@@ -198,7 +198,9 @@ def run(settings: settings_module.OperatorSettings) -> int:
     bindings.start()
     controller.start()
     stop_watching = threading.Event()
-    guard = keyring_guard.KeyringGuard(api, ring, controller.keyring_changed)
+    sealing_keys = sealingkeys.SealingKeys(api, settings, controller)
+    sealing_keys.start(ring)
+    guard = keyring_guard.KeyringGuard(api, ring, sealing_keys.keyring_accepted)
     keyrings.watch_changes(api, namespace, settings.keyring.secret_name, guard.observe, stop_watching)
     if settings.serving.metrics_port:
         metrics.serve(settings.serving.metrics_port, settings.serving.bind_address)
@@ -213,6 +215,7 @@ def run(settings: settings_module.OperatorSettings) -> int:
     except RuntimeError as error:
         logger.error("refusing to start: %s", error)
         stop_watching.set()
+        sealing_keys.stop()
         bindings.stop()
         flowise_module.stop(flowise_sync)
         controller.stop()
@@ -225,12 +228,13 @@ def run(settings: settings_module.OperatorSettings) -> int:
         return info
 
     logger.info(
-        "credbridge operator starting as %s: %s, keyring %s/%s (active key %s)",
+        "credbridge operator starting as %s: %s, keyring %s/%s (active key %s, active sealing key %s)",
         operator_username,
         "namespaces " + ",".join(settings.watch.namespaces) if settings.watch.namespaces else "all namespaces",
         namespace,
         settings.keyring.secret_name,
         ring.active_id,
+        ring.active_sealing_id,
     )
     try:
         kopf.run(
@@ -245,6 +249,7 @@ def run(settings: settings_module.OperatorSettings) -> int:
         )
     finally:
         stop_watching.set()
+        sealing_keys.stop()
         if endpoint is not None:
             endpoint.stop()
         bindings.stop()

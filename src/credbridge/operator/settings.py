@@ -58,6 +58,12 @@ class KeyringSettings:
     """Name of the keyring Secret in the operator namespace; created on first start when absent."""
     reencrypt_per_second: float = 10.0
     """How many Credentials per second the background re-encryption after a key rotation handles."""
+    sealing_rotation: float = 0.0
+    """Seconds between scheduled rotations of the sealing key pair (e.g. 7776000 for 90 days); 0: only by
+    command (`credbridge keys rotate --sealing`). Older pairs stay and keep opening what was sealed to them,
+    so a rotation breaks nothing; it limits what a leaked private key could open in the future."""
+    sealing_configmap: str = names.DEFAULT_SEALING_CONFIGMAP
+    """ConfigMap in the operator namespace where the sealing public keys are published."""
 
 
 @dataclasses.dataclass(frozen=True)
