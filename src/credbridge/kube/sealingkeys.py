@@ -4,7 +4,8 @@ Anyone who may seal needs the public key, and nobody needs more: the operator wr
 half of every sealing key pair into a ConfigMap in its namespace (`kubectl get configmap
 credbridge-sealing-keys -n credbridge-system -o yaml` shows it), which the chart lets every
 authenticated user read, and `credbridge seal --fetch-cert` saves for offline use. The operator
-rewrites it from the keyring whenever they differ, so an edit by hand does not last.
+rewrites it from the keyring at start and after every keyring change, so an edit by hand does not
+last; `read_certificate` also checks that the id it names belongs to the key it holds.
 """
 
 from __future__ import annotations
