@@ -3,7 +3,9 @@ never show up in operator logs (debug level, text and JSON), metrics, Events, st
 annotations, admission responses, CredentialBinding statuses, rollout annotations, refusals of the
 workload read endpoint or the audit log — only inside ciphertext, the data of CredentialBinding
 Secrets, the body of a read the caller was allowed to make, and the real Flowise they are pushed to
-(whose FlowiseTarget status and Events stay clean, through pushes and a revert)."""
+(whose FlowiseTarget status and Events stay clean, through pushes and a revert). Sealed values too: a
+canary sealed with `credbridge seal`, opened, misplaced, corrupted and re-sealed after a sealing key rotation
+never shows in any of these, nor in what the CLI prints."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from credbridge.local import controlplane
 from credbridge.local import flowise as local_flowise
 from credbridge.testing import flowise as flowise_testing
 from credbridge.testing import objects, workloads
+from credbridge.testing import sealing as sealing_testing
 from credbridge.testing.fixtures import Namespaces
 
 pytestmark = pytest.mark.cluster
@@ -32,7 +35,8 @@ REF_CANARY_2 = "canaryREFTWO" + secrets.token_hex(12)
 FORBIDDEN_CANARY = "canaryFORBIDDEN" + secrets.token_hex(12)
 SETTING_CANARY = "canarySETTING" + secrets.token_hex(12)
 LITERAL_CANARY = "canaryLITERAL" + secrets.token_hex(12)
-SECRET_CANARIES = (ENV_CANARY, REF_CANARY, REF_CANARY_2, FORBIDDEN_CANARY, SETTING_CANARY)
+SEALED_CANARY = "canarySEALED" + secrets.token_hex(12)
+SECRET_CANARIES = (ENV_CANARY, REF_CANARY, REF_CANARY_2, FORBIDDEN_CANARY, SETTING_CANARY, SEALED_CANARY)
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +123,14 @@ def test_no_canary_leaves_ciphertext(
     target = namespaces.create("leak-b", annotations={names.ACCEPT_SHARES_ANNOTATION: owner})
     objects.create_secret(kube_api, owner, "ref", {"password": REF_CANARY})
     create = lambda body: objects.create_credential(kube_api, owner, body)  # noqa: E731
+    # A value sealed with the CLI (stdin), as a user would; then opened, misplaced and corrupted.
+    sealed_cli = sealing_testing.run_cli(
+        control_plane.kubeconfig,
+        "seal", "-n", owner, "--name", "sealed", "--type", "openAIApi", "--field", "openAIApiKey",
+        stdin=SEALED_CANARY,
+    )  # fmt: skip
+    assert sealed_cli.returncode == 0, sealed_cli.stderr
+    sealed_token = sealed_cli.stdout.strip().partition(": ")[2]
     good = {
         "env": objects.credential_body("env", "openAIApi", {"openAIApiKey": "<<CRED_CANARY>>"}),
         "ref": objects.credential_body(
@@ -150,10 +162,14 @@ def test_no_canary_leaves_ciphertext(
             "missing-key", "PostgresApi", {"user": "u"}, value_from={"password": ("ref", "nope")}
         ),
         "duplicate": objects.credential_body("duplicate", "openAIApi", {"openAIApiKey": "<<CRED_CANARY>>"}),
+        "sealed-broken": objects.credential_body("sealed-broken", "openAIApi"),
     }
+    bad["sealed-broken"]["spec"]["sealedData"] = {"openAIApiKey": sealed_token.replace("/sealed/", "/sealed-broken/")}
+    good["sealed"] = objects.credential_body("sealed", "openAIApi")
+    good["sealed"]["spec"]["sealedData"] = {"openAIApiKey": sealed_token}
     for body in good.values():
         create(body)
-    for name in ("env", "ref-cred", "embedded", "literal", "ungranted"):
+    for name in ("env", "ref-cred", "embedded", "literal", "ungranted", "sealed"):
         objects.wait_for_reason(kube_api, owner, name, "Encrypted")
     env_id = objects.get_credential(kube_api, owner, "env")["status"]["id"]  # type: ignore[index]
     bad["duplicate"]["spec"]["id"] = env_id
@@ -167,6 +183,7 @@ def test_no_canary_leaves_ciphertext(
         ("oversized", "ValidationFailed"),
         ("missing-key", "SecretReferenceMissing"),
         ("duplicate", "DuplicateId"),
+        ("sealed-broken", "SealedValueInvalid"),
     ]:
         objects.wait_for_reason(kube_api, owner, name, reason)
 
@@ -213,7 +230,17 @@ def test_no_canary_leaves_ciphertext(
         _expect_refusal(
             lambda: create(objects.credential_body("refused2", "PostgresUrl", {"postgresUrl": LITERAL_CANARY}))
         ),
+        # A sealed value applied to another Credential is refused by the webhook (its scope is public).
+        _expect_refusal(
+            lambda: create(
+                {
+                    **objects.credential_body("sealed-moved", "openAIApi"),
+                    "spec": {"type": "openAIApi", "sealedData": {"openAIApiKey": sealed_token}},
+                }
+            )
+        ),
     ]
+    assert "was sealed for Credential" in refusals[-1]
 
     # Flowise: push the environment, Secret-referenced and literal canaries and revert an edit made there.
     assert flowise_server.api_key is not None and flowise_server.admin is not None
@@ -267,6 +294,13 @@ def test_no_canary_leaves_ciphertext(
         what="tamper repair",
     )
     rotated = keyrings.rotate(kube_api, "credbridge-system", names.DEFAULT_KEYRING_SECRET, secrets.token_bytes)
+    # A sealing key rotation: the operator re-seals the sealed canary into status.resealedData (ciphertext).
+    keyrings.rotate_sealing(kube_api, "credbridge-system", names.DEFAULT_KEYRING_SECRET, secrets.token_bytes)
+    objects.wait_until(
+        lambda: ((objects.get_credential(kube_api, owner, "sealed") or {}).get("status") or {}).get("resealedData"),
+        what="the sealed canary to be re-sealed into the status",
+    )
+    resealed = sealing_testing.run_cli(control_plane.kubeconfig, "keys", "list", "--sealing")
     objects.wait_until(
         lambda: (
             (objects.get_credential(kube_api, target, f"{owner}.env") or {}).get("status", {}).get("keyId")
@@ -345,6 +379,7 @@ def test_no_canary_leaves_ciphertext(
         "admission refusals": "\n".join(refusals),
         "operator metrics": metrics_text,
         "workload read refusals": "\n".join(refusals_seen),
+        "credbridge seal output": sealed_cli.stdout + sealed_cli.stderr + resealed.stdout + resealed.stderr,
     }
     custom, core = client.CustomObjectsApi(kube_api), client.CoreV1Api(kube_api)
     for plural in (
@@ -387,6 +422,8 @@ def test_no_canary_leaves_ciphertext(
     assert any(key.startswith("event ") and "EnvReferenceForbidden" in text for key, text in haystacks.items())
     # The workload reads ran every path: values were served, and refused for each reason.
     assert ENV_CANARY in values_read and REF_CANARY_2 in values_read and LITERAL_CANARY in values_read
+    assert SEALED_CANARY in values_read  # the sealed value was opened and served to an allowed read
+    assert any(key.startswith("event ") and "SealedValueInvalid" in text for key, text in haystacks.items())
     read_results = {
         line.split('result="')[1].split('"')[0]
         for line in metrics_text.splitlines()

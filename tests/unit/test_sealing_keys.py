@@ -185,3 +185,12 @@ def test_a_wrong_passphrase_or_an_altered_bundle_imports_nothing() -> None:
 def test_a_short_passphrase_is_refused() -> None:
     with pytest.raises(keybundle.BundleError, match="shorter than 12"):
         keybundle.export_bundle(RING, "short", stream("bundle"), NOW)
+
+
+def test_rotating_or_retiring_encryption_keys_keeps_the_sealing_keys() -> None:
+    rotated = keyring.add_key(RING, stream("aes-rotation"))
+    assert rotated.sealing_keys == RING.sealing_keys and rotated.active_sealing_id == SEALING_ID
+    retired = keyring.retire_key(rotated, RING.active_id, in_use=[])
+    assert retired.sealing_keys == RING.sealing_keys and retired.sealing_since == NOW
+    data, annotations = keyring.keyring_to_secret_fields(retired)
+    assert keyring.parse_keyring("kr", data, annotations).sealing_keys == RING.sealing_keys

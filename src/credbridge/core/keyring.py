@@ -290,14 +290,14 @@ def new_keyring(random_bytes: envelope.RandomBytes) -> Keyring:
     return Keyring(keys={key_id: key}, active_id=key_id)
 
 
+def _with(keyring: Keyring, **changes: typing.Any) -> Keyring:
+    return dataclasses.replace(keyring, **changes)
+
+
 def add_key(keyring: Keyring, random_bytes: envelope.RandomBytes) -> Keyring:
     """Returns `keyring` plus a new random key, which becomes active (a fresh id on collision)."""
     key_id, key = _new_key(random_bytes, keyring.keys)
-    return Keyring(keys={**keyring.keys, key_id: key}, active_id=key_id)
-
-
-def _with(keyring: Keyring, **changes: typing.Any) -> Keyring:
-    return dataclasses.replace(keyring, **changes)
+    return _with(keyring, keys={**keyring.keys, key_id: key}, active_id=key_id)
 
 
 def add_sealing_key(keyring: Keyring, random_bytes: envelope.RandomBytes, now: str) -> Keyring:
