@@ -35,6 +35,7 @@ class Group:
 
 GROUPS = (
     Group(("envelope",), crypto.bench_envelope),
+    Group(("sealing",), crypto.bench_sealing),
     Group(("validation",), crypto.bench_validation),
     Group(cluster.NAMES, cluster.run),
     Group(bindings.NAMES, bindings.run),

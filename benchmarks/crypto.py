@@ -1,4 +1,4 @@
-"""In-process benchmarks of the pure core: the `cb1` envelope and credential validation.
+"""In-process benchmarks of the pure core: the `cb1` envelope, sealed values and credential validation.
 
 These run without a cluster, in this process. Each subject is timed in rounds interleaved with
 its baseline (baseline, subject, baseline, subject, ...), so a CPU frequency change or a noisy
@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers import aead
 
 from benchmarks import BenchmarkError, Options, Record, Result, progress
-from credbridge.core import envelope, registry, validation
+from credbridge.core import envelope, registry, sealing, validation
 
 PLAINTEXT_BYTES = 1024
 """Size of the plaintext sealed by the envelope benchmark."""
@@ -96,6 +96,80 @@ def bench_envelope(options: Options, record: Record) -> None:
                 "token parsing) over the bare cipher with a reused AESGCM object"
             ),
             details={**details, "plaintext_bytes": PLAINTEXT_BYTES, "aad_bytes": len(aad)},
+        )
+    )
+
+
+def bench_sealing(options: Options, record: Record) -> None:
+    """Sealed values (cbs1, HPKE) against the cb1 envelope, one direction at a time.
+
+    Seal: what `credbridge seal` does per value once the certificate is read — check the value
+    against its field, seal it to the public key — against a cb1 seal of the same bytes. Open: what
+    the reconciler does per sealed value — judge the header (form, scope, key), open it — against a
+    cb1 open. Sealing costs two X25519 operations (the ephemeral key pair, the shared secret) and
+    opening one, where the envelope costs none: that is the price of sealing without the secret key.
+    """
+    cred_type = registry.Registry.builtin().get("openAIApi")
+    if cred_type is None:
+        raise BenchmarkError("sealing: built-in type openAIApi is missing")
+    private_key = os.urandom(sealing.KEY_BYTES)
+    public_key = sealing.public_key_of(private_key)
+    private_keys = {sealing.key_id_for(public_key): private_key}
+    value = "sk-" + os.urandom(PLAINTEXT_BYTES).hex()[: PLAINTEXT_BYTES - 3]
+    plaintext = value.encode()
+    scope = sealing.Scope("team-a", "production-openai", "openAIApiKey")
+    key = os.urandom(envelope.KEY_BYTES)
+    keys = {_KEY_ID: key}
+    aad = envelope.associated_data("team-a", "production-openai", "6f1c0e2a-7d4b-4a35-9c1e-0d8f3b2a9e71", "openAIApi")
+
+    def cli_seal() -> str:
+        if validation.check_field_value(cred_type, "openAIApiKey", value, "the value to seal"):
+            raise BenchmarkError("sealing: the benchmark value fails validation")
+        return sealing.seal_value(value, public_key, scope, os.urandom)
+
+    def envelope_seal() -> str:
+        return envelope.seal(plaintext, _KEY_ID, key, aad, os.urandom)
+
+    token = cli_seal()
+    sealed_envelope = envelope_seal()
+
+    def operator_open() -> str:
+        placement = sealing.placement("openAIApiKey", token, "team-a", "production-openai", private_keys)
+        if placement.verdict != "ok":
+            raise BenchmarkError(f"sealing: the benchmark value is judged {placement.verdict}")
+        return sealing.open_value(token, private_keys)
+
+    def envelope_open() -> bytes:
+        return envelope.open_envelope(sealed_envelope, keys, aad)
+
+    if operator_open() != value or envelope_open() != plaintext:
+        raise BenchmarkError("sealing: a round trip did not return the value")
+    progress("sealing: timing credbridge seal's per-value work against a cb1 envelope seal")
+    seals, seal_baseline, seal_details = compare(cli_seal, envelope_seal, options)
+    record(
+        Result(
+            benchmark="sealing",
+            name="sealed value seal, CLI path (1 KiB)",
+            value=seals,
+            unit="seals/s",
+            baseline_name="cb1 envelope seal",
+            baseline_value=seal_baseline,
+            note="validation + HPKE seal (ephemeral X25519 key pair, X25519, HKDF, AES-256-GCM) vs AES-GCM alone",
+            details={**seal_details, "value_bytes": len(plaintext), "token_chars": len(token)},
+        )
+    )
+    progress("sealing: timing the reconciler's open of a sealed value against a cb1 envelope open")
+    opens, open_baseline, open_details = compare(operator_open, envelope_open, options)
+    record(
+        Result(
+            benchmark="sealing",
+            name="sealed value open, operator path (1 KiB)",
+            value=opens,
+            unit="opens/s",
+            baseline_name="cb1 envelope open",
+            baseline_value=open_baseline,
+            note="header check (form, scope, key) + HPKE open (one X25519, HKDF, AES-256-GCM) vs AES-GCM alone",
+            details={**open_details, "value_bytes": len(plaintext)},
         )
     )
 

@@ -38,7 +38,8 @@ def test_first_start_creates_a_keyring_and_a_restart_reuses_it(
     created = keyring_secret(kube_api, operator_namespace)
     assert created is not None
     active = created.metadata.annotations[names.ACTIVE_KEY_ANNOTATION]
-    assert list(created.data) == [active] and len(base64.b64decode(created.data[active])) == 32
+    sealing_entry = names.SEALING_KEY_PREFIX + created.metadata.annotations[names.ACTIVE_SEALING_KEY_ANNOTATION]
+    assert sorted(created.data) == sorted([active, sealing_entry]) and len(base64.b64decode(created.data[active])) == 32
     assert "created keyring Secret" in first.logs()
 
     second = operator.start(operator_kubeconfig, tmp_path / "second.log", args=args)

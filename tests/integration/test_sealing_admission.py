@@ -44,7 +44,7 @@ def test_apply_refuses_values_sealed_for_elsewhere_and_malformed_ones(
     moved = kubectl_run(control_plane, "apply", "-f", "-", input=manifest(other, "openai", {"openAIApiKey": token}))
     assert moved.returncode != 0
     assert f"was sealed for Credential {home}/openai, field 'openAIApiKey'" in moved.stderr
-    assert f"credbridge seal -n {other} --name openai --field openAIApiKey" in moved.stderr
+    assert f"credbridge seal -n {other} --name openai --type openAIApi --field openAIApiKey" in moved.stderr
 
     copied = kubectl_run(control_plane, "apply", "-f", "-", input=manifest(home, "staging", {"openAIApiKey": token}))
     assert copied.returncode != 0 and f"not for Credential {home}/staging" in copied.stderr

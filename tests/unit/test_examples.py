@@ -42,3 +42,26 @@ def test_the_demo_grants_the_variables_its_bindings_render_to_their_namespace() 
         credential = credentials[(namespace, binding["spec"]["credential"])]
         data = credential["spec"].get("data") or {}
         assert tenancy.plaintext_denial(data, namespace, policy, output="a binding") is None, binding["metadata"]
+
+
+def test_the_sealing_example_seals_its_password_and_keeps_the_rest_readable(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from credbridge.core import sealing
+
+    private_key = bytes(range(32))
+    certificate = tmp_path / "sealing.pem"
+    certificate.write_text(sealing.public_key_pem(sealing.public_key_of(private_key)))
+    output = tmp_path / "sealed.yaml"
+    (example,) = sorted(dev.SEALING_EXAMPLES_DIR.glob("*.yaml"))
+    assert main.main(["seal", "--cert", str(certificate), "-f", str(example), "-o", str(output)]) == 0
+    (sealed,) = list(yaml.safe_load_all(output.read_text()))
+    (plain,) = list(yaml.safe_load_all(example.read_text()))
+    (field,) = sealed["spec"]["sealedData"]
+    assert field not in sealed["spec"]["data"] and len(sealed["spec"]["data"]) == len(plain["spec"]["data"]) - 1
+    key_id = sealing.key_id_for(sealing.public_key_of(private_key))
+    assert (
+        sealing.open_value(sealed["spec"]["sealedData"][field], {key_id: private_key}) == plain["spec"]["data"][field]
+    )
+    assert main.main(["validate", "-f", str(output)]) == 0
+    assert "0 problems" in capsys.readouterr().out

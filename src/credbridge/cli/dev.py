@@ -27,6 +27,8 @@ from credbridge.local import controlplane, operator
 STATE_DIR = pathlib.Path(".credbridge-dev")
 STATE_FILE = STATE_DIR / "state.json"
 EXAMPLES_DIR = controlplane.REPO_ROOT / "examples"
+SEALING_EXAMPLES_DIR = EXAMPLES_DIR / "sealing"
+"""Credential manifests with plain values that the demo seals with its cluster's public key, then applies."""
 OPERATOR_NAMESPACE = names.DEFAULT_OPERATOR_NAMESPACE
 RESTARTABLE = ("etcd", "kube-apiserver", "kube-controller-manager")
 DEMO_ENV = {
@@ -320,6 +322,7 @@ def _demo() -> int:
     )
     print(f"\nWhy staging-anthropic is not Ready:\n  {reason}")
     _show_bindings(state)
+    _show_sealing(state)
     print("\nTry: .venv/bin/credbridge dev kubectl describe credential staging-anthropic -n team-a")
     print("     KUBECONFIG=" + state["kubeconfig"] + " .venv/bin/credbridge reveal production-openai -n team-a")
     print("Stop everything with: make demo-down")
@@ -382,3 +385,82 @@ def _show_bindings(state: dict[str, Any]) -> None:
         state, "get", "deployment", "orders-api", "-n", "team-a", "-o", "jsonpath={.spec.template.metadata.annotations}"
     )
     _show(state, "get", "credentials", "-n", "team-a")
+
+
+def _credbridge(state: dict[str, Any], *args: str) -> str:
+    """Run `credbridge ARGS` against the demo cluster as a user would; raise SystemExit when it fails."""
+    environment = {**os.environ, "KUBECONFIG": state["kubeconfig"]}
+    environment.pop("POD_NAMESPACE", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "credbridge.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"credbridge {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout
+
+
+def seal_examples(state: dict[str, Any], output: pathlib.Path) -> list[pathlib.Path]:
+    """Seal examples/sealing/*.yaml with the demo cluster's public key into `output`; return the sealed files.
+
+    The demo's cluster gets a fresh sealing key every time, so a sealed file cannot be committed
+    for it: the demo does what a user does once per repository instead — fetch the certificate,
+    seal the plain manifests with it — and applies what came out.
+    """
+    output.mkdir(parents=True, exist_ok=True)
+    certificate = output / "sealing.pem"
+    _credbridge(state, "seal", "--fetch-cert", str(certificate), "--operator-namespace", OPERATOR_NAMESPACE)
+    sealed = []
+    for plain in sorted(SEALING_EXAMPLES_DIR.glob("*.yaml")):
+        target = output / plain.name
+        _credbridge(state, "seal", "--cert", str(certificate), "-f", str(plain), "-o", str(target))
+        sealed.append(target)
+    return sealed
+
+
+def _show_sealing(state: dict[str, Any]) -> None:
+    """The whole Credential in Git: seal examples/sealing/ with the cluster's public key, apply, show it Ready."""
+    if not SEALING_EXAMPLES_DIR.is_dir():
+        return
+    print("\nThe whole Credential in Git: sealing examples/sealing/ with the cluster's public key ...")
+    print("$ credbridge seal --fetch-cert .credbridge-dev/sealed/sealing.pem")
+    print("$ credbridge seal --cert .credbridge-dev/sealed/sealing.pem -f examples/sealing/orders-cache.yaml")
+    for path in seal_examples(state, STATE_DIR.resolve() / "sealed"):
+        text = path.read_text()
+        shown = [
+            line if "cbs1." not in line else line[: line.index("cbs1.") + 40] + "..." for line in text.splitlines()
+        ]
+        print("\n".join(f"  {line}" for line in shown))
+        _kubectl(state, "apply", "--server-side", "-f", str(path))
+    _wait(
+        lambda: _kubectl(
+            state, "get", "credential", "orders-cache", "-n", "team-a", "-o",
+            "jsonpath={.status.conditions[0].reason}", check=False,
+        ) == "Encrypted",
+        60,
+    )  # fmt: skip
+    _show(state, "get", "credential", "orders-cache", "-n", "team-a")
+    print("\nOnly the operator opens it, and only where it was sealed for. The same file applied to team-b:")
+    sealed_file = STATE_DIR.resolve() / "sealed" / "orders-cache.yaml"
+    moved = sealed_file.read_text().replace("namespace: team-a", "namespace: team-b")
+    subprocess.run(
+        [state["kubectl"], "--kubeconfig", state["kubeconfig"], "apply", "--server-side", "-f", "-"],
+        input=moved,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    def refusal() -> str:
+        return _kubectl(
+            state, "get", "credential", "orders-cache", "-n", "team-b", "-o",
+            "jsonpath={.status.conditions[0].reason}: {.status.conditions[0].message}", check=False,
+        )  # fmt: skip
+
+    _wait(lambda: refusal().startswith("SealedForElsewhere"), 60)
+    print(f"  {refusal()}")
+    print("  (the webhook refuses it at apply time for anyone but the operator's identity, which the demo shares)")

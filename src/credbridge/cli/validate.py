@@ -396,7 +396,7 @@ def credential_findings(
         findings.extend(
             (
                 f"field {field!r} is a password field holding a literal value in spec.data, which puts the secret "
-                "in Git: use a <<CRED_...>> reference or spec.valueFrom instead",
+                "in Git: seal it (credbridge seal, spec.sealedData), or use a <<CRED_...>> reference or spec.valueFrom",
                 literal_secrets == "warn",
             )
             for field in validation.literal_secret_fields(cred_type, {k: v for k, v in data.items() if v})

@@ -143,8 +143,12 @@ def sealed_data_problems(obj: Json) -> list[str]:
     plaintext (only the operator's reconciler opens it), but the scope is public."""
     metadata = obj.get("metadata") or {}
     namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
-    sealed = (obj.get("spec") or {}).get("sealedData") or {}
-    found = (sealing.placement(str(field), token, namespace, name) for field, token in sorted(sealed.items()))
+    spec = obj.get("spec") or {}
+    sealed, type_name = spec.get("sealedData") or {}, str(spec.get("type") or "TYPE")
+    found = (
+        sealing.placement(str(field), token, namespace, name, type_name=type_name)
+        for field, token in sorted(sealed.items())
+    )
     return [placement.message for placement in found if placement.verdict != "ok"]
 
 
@@ -166,7 +170,7 @@ def _review_content(where: str, obj: Json, types: registry.Registry, literal_sec
     text = (
         f"{where}: field(s) {', '.join(literal)} hold a literal secret in spec.data, which ends up in Git and "
         "in the object (and in kubectl's last-applied annotation unless you use --server-side); use a "
-        "<<CRED_...>> reference or spec.valueFrom instead"
+        "sealed value (credbridge seal, spec.sealedData), a <<CRED_...>> reference or spec.valueFrom instead"
     )
     if literal_secrets == "deny":
         return Decision(False, text)

@@ -233,7 +233,12 @@ def _sealed_placement_failure(
     where = f"Credential {credential.namespace}/{credential.name}"
     placements = [
         sealing.placement(
-            field, token, credential.namespace, credential.name, ring.sealing_keys if ring is not None else None
+            field,
+            token,
+            credential.namespace,
+            credential.name,
+            ring.sealing_keys if ring is not None else None,
+            credential.type_name,
         )
         for field, token in sorted(sealed.items())
     ]

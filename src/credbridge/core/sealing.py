@@ -419,6 +419,7 @@ def placement(
     namespace: str,
     name: str,
     known_key_ids: collections.abc.Container[str] | None = None,
+    type_name: str = "TYPE",
 ) -> Placement:
     """Judge a sealed value found in `spec.sealedData.<field>` of Credential `namespace/name`.
 
@@ -443,7 +444,7 @@ def placement(
             header,
             f"field {field!r}: {where} was sealed for {header.scope.describe()}, not for {here}: a sealed value "
             "works only where it was sealed for; seal it for this place with `credbridge seal "
-            f"-n {namespace} --name {name} --field {field}`",
+            f"-n {namespace} --name {name} --type {type_name} --field {field}`",
         )
     if known_key_ids is not None and header.key_id not in known_key_ids:
         return Placement(
