@@ -380,3 +380,49 @@ def test_the_size_limit_is_the_webhooks_and_the_operators(tmp_path: Path, capsys
         f"{over}:0: Credential team-a/over: the fields of this 'eight' credential together exceed the limit of "
         "524288 bytes (encoded as JSON): shorten the largest values or split the credential"
     ]
+
+
+def test_sealed_values_are_checked_for_form_and_place_without_opening_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from credbridge.core import sealing
+
+    public_key = sealing.public_key_of(bytes(range(32)))
+
+    def sealed_for(namespace: str, name: str, field: str) -> str:
+        return sealing.seal_value(CANARY, public_key, sealing.Scope(namespace, name, field), bytes)
+
+    def with_sealed(name: str, sealed: dict[str, str], data: dict[str, str] | None = None) -> str:
+        text = credential(name, "openAIApi", data)
+        return text + "  sealedData:\n" + "".join(f"    {field}: {token}\n" for field, token in sealed.items())
+
+    good = write(
+        tmp_path, "good.yaml", with_sealed("openai", {"openAIApiKey": sealed_for("team-a", "openai", "openAIApiKey")})
+    )
+    code, out, _ = run(capsys, "-f", str(good))
+    assert code == 0 and "0 problems" in out
+
+    moved = write(
+        tmp_path, "moved.yaml", with_sealed("copy", {"openAIApiKey": sealed_for("team-a", "openai", "openAIApiKey")})
+    )
+    broken = write(tmp_path, "broken.yaml", with_sealed("broken", {"openAIApiKey": "cbs1.nope"}))
+    twice = write(
+        tmp_path,
+        "twice.yaml",
+        with_sealed(
+            "twice", {"openAIApiKey": sealed_for("team-a", "twice", "openAIApiKey")}, {"openAIApiKey": '"<<CRED_X>>"'}
+        ),
+    )
+    code, out, _ = run(capsys, "-f", str(moved), "-f", str(broken), "-f", str(twice))
+    assert code == 1
+    lines = problem_lines(out)
+    assert any(
+        line.startswith(
+            f"{moved}:0: Credential team-a/copy: field 'openAIApiKey': spec.sealedData.openAIApiKey was "
+            "sealed for Credential team-a/openai"
+        )
+        for line in lines
+    )
+    assert any(line.startswith(f"{broken}:0:") and "is not a sealed value" in line for line in lines)
+    assert any(line.startswith(f"{twice}:0:") and "set in both spec.sealedData and spec.data" in line for line in lines)
+    assert CANARY not in out

@@ -194,3 +194,18 @@ def test_rotating_or_retiring_encryption_keys_keeps_the_sealing_keys() -> None:
     assert retired.sealing_keys == RING.sealing_keys and retired.sealing_since == NOW
     data, annotations = keyring.keyring_to_secret_fields(retired)
     assert keyring.parse_keyring("kr", data, annotations).sealing_keys == RING.sealing_keys
+
+
+@pytest.mark.parametrize(
+    ("since", "now", "interval", "due"),
+    [
+        ("2024-05-01T10:00:00Z", "2024-05-01T10:00:59Z", 60, False),
+        ("2024-05-01T10:00:00Z", "2024-05-01T10:01:00Z", 60, True),
+        ("2024-05-01T10:00:00Z", "2025-05-01T10:00:00Z", 0, False),
+        ("not a time", "2025-05-01T10:00:00Z", 60, False),
+    ],
+)
+def test_a_scheduled_sealing_rotation_is_due_after_its_interval(
+    since: str, now: str, interval: float, due: bool
+) -> None:
+    assert keyring.sealing_rotation_due(since, now, interval) is due
