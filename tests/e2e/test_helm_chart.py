@@ -309,3 +309,45 @@ def test_a_workload_reads_through_the_chart_endpoint_under_the_chart_rbac(
     problems = e2e.rbac_problems(helm_release.operator.logs(), audit.events(), helm_release.service_account_user)
     assert problems == [], "the chart's ClusterRole lacks what the operator does:\n" + "\n".join(problems)
     assert literal_value not in helm_release.operator.logs()
+
+
+def test_sealed_values_work_under_the_chart_rbac(
+    control_plane: controlplane.ControlPlane,
+    helm_release: Release,
+    namespace: str,
+    audit: AuditLog,
+    impersonate: Callable[..., client.ApiClient],
+) -> None:
+    """The operator, as the chart's ServiceAccount, adds a sealing key pair to its keyring, publishes the
+    public key in the chart's ConfigMap (which any authenticated user may read), and opens a sealed value."""
+    from credbridge.core import names, sealing
+    from credbridge.kube import sealingkeys
+    from credbridge.testing import sealing as sealing_testing
+
+    someone = impersonate("someone-without-roles")
+
+    def certificate() -> tuple[str, str] | None:
+        try:
+            return sealingkeys.read_certificate(someone, helm_release.namespace, names.DEFAULT_SEALING_CONFIGMAP)
+        except client.ApiException:
+            return None
+
+    key_id, pem = wait_for(certificate, message="the chart's operator to publish the sealing certificate")
+    value = f"sk-e2e-sealed-{uuid.uuid4().hex}"
+    token = sealing_testing.seal(sealing.parse_public_key_pem(pem), value, namespace, "sealed", "openAIApiKey")
+    assert token.startswith(f"cbs1.{key_id}.")
+    manifest = {
+        "apiVersion": names.API_VERSION,
+        "kind": names.CREDENTIAL_KIND,
+        "metadata": {"name": "sealed", "namespace": namespace, "labels": TEST_LABEL},
+        "spec": {"type": "openAIApi", "sealedData": {"openAIApiKey": token}},
+    }
+    applied = kubectl_run(control_plane, "apply", "-f", "-", input=json.dumps(manifest))
+    assert applied.returncode == 0, applied.stderr
+    wait_for(
+        lambda: "Encrypted" in control_plane.kubectl("get", "credential", "sealed", "-n", namespace),
+        message="the sealed Credential to be encrypted",
+    )
+    assert value not in helm_release.operator.logs()
+    problems = e2e.rbac_problems(helm_release.operator.logs(), audit.events(), helm_release.service_account_user)
+    assert problems == [], "the chart's RBAC lacks what the operator does:\n" + "\n".join(problems)
