@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import collections
 import threading
+import weakref
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import prometheus_client
 from prometheus_client import core as prometheus_core
@@ -18,7 +20,8 @@ REGISTRY = prometheus_client.CollectorRegistry(auto_describe=True)
 
 RECONCILES = prometheus_client.Counter(
     "credbridge_reconciles_total",
-    "Credential reconciles by result (written, unchanged, failed reason, error).",
+    "Reconciles by controller (credential, mirror, share, binding, flowise, ...) and result (written, "
+    "unchanged, failed:<reason>, waiting, error, ...).",
     ["kind", "result"],
     registry=REGISTRY,
 )
@@ -165,6 +168,48 @@ class StateCollector(prometheus_registry.Collector):
 
 STATE = StateCollector()
 REGISTRY.register(STATE)
+
+
+class Queue(Protocol):
+    """A work queue as the depth metric reads it."""
+
+    name: str
+
+    def depth(self) -> int:
+        """Keys waiting for a worker now."""
+
+
+class QueueCollector(prometheus_registry.Collector):
+    """`credbridge_workqueue_depth{queue}`: keys waiting in every work queue, read at scrape time."""
+
+    def __init__(self) -> None:
+        self._queues: weakref.WeakSet[Queue] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def register(self, queue: Queue) -> None:
+        with self._lock:
+            self._queues.add(queue)
+
+    def unregister(self, queue: Queue) -> None:
+        with self._lock:
+            self._queues.discard(queue)
+
+    def collect(self) -> Iterator[prometheus_core.Metric]:
+        with self._lock:
+            queues = list(self._queues)
+        depths: collections.Counter[str] = collections.Counter()
+        for queue in queues:
+            depths[queue.name] += queue.depth()
+        family = prometheus_core.GaugeMetricFamily(
+            "credbridge_workqueue_depth", "Keys waiting for a worker, by work queue.", labels=["queue"]
+        )
+        for name, depth in sorted(depths.items()):
+            family.add_metric([name], depth)
+        yield family
+
+
+QUEUES = QueueCollector()
+REGISTRY.register(QUEUES)
 
 
 def serve(port: int, address: str) -> None:
