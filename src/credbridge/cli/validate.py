@@ -116,15 +116,20 @@ class Report:
 
 
 def handle(args: argparse.Namespace) -> int:
+    given = run.policy_values(args)
     try:
-        policy = operator_settings.env_policy(args.env_allow or names.DEFAULT_ENV_ALLOW, args.env_policy)
+        policy = operator_settings.env_policy(given["env.allow"], given["env.namespace_rules"])
     except ValueError as error:
         print(f"credbridge validate: {error}", file=sys.stderr)
         return EXIT_UNREADABLE
     report = Report()
     documents = list(read_documents(args.paths, report))
     check_documents(
-        documents, report, policy=policy, literal_secrets=args.literal_secrets, default_namespace=args.namespace
+        documents,
+        report,
+        policy=policy,
+        literal_secrets=given["admission.literal_secrets"],
+        default_namespace=args.namespace,
     )
     for finding in report.findings:
         print(finding.line())
