@@ -17,11 +17,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from credbridge.core import admission, binding, names, planning, release, views
 from credbridge.kube import connecting, errors, fetching, writing
+from credbridge.operator import cache as cache_module
 from credbridge.operator import consumer, metrics, reading, reconciling, workqueue
 from credbridge.operator import credentials as credentials_module
 from credbridge.operator import settings as settings_module
@@ -59,6 +61,13 @@ class BindingController(consumer.ObjectConsumer[BindingView]):
     plural = names.CREDENTIAL_BINDING_PLURAL
     kind = names.CREDENTIAL_BINDING_KIND
     view_of = staticmethod(BindingView.from_object)
+    INDEXES: typing.ClassVar[Mapping[str, cache_module.IndexFunction[BindingView]]] = {
+        "credential": lambda view: ((view.namespace, view.credential_name),),
+        "credential-name": lambda view: (view.credential_name,),
+        "secret": lambda view: ((view.namespace, name) for name in view.output_secrets),
+    }
+    """By the Credential it names (in its namespace), by that name alone (a share's mirrors have the same
+    name everywhere), and by the Secrets it writes or wrote."""
 
     def __init__(
         self,
@@ -68,15 +77,7 @@ class BindingController(consumer.ObjectConsumer[BindingView]):
         workers: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(
-            context,
-            indexes={
-                "credential": lambda view: ((view.namespace, view.credential_name),),
-                "credential-name": lambda view: (view.credential_name,),
-                "secret": lambda view: ((view.namespace, name) for name in view.output_secrets),
-            },
-            workers=workers,
-        )
+        super().__init__(context, indexes=self.INDEXES, workers=workers)
         self.settings = settings
         self._clock = clock
         self._lock = threading.Lock()

@@ -137,7 +137,7 @@ class Store(Generic[V]):
         with self._lock:
             return self._views.get(key)
 
-    def keys(self) -> list[Key]:
+    def key_list(self) -> list[Key]:
         """Every key, sorted (a snapshot, for periodic work that visits all)."""
         with self._lock:
             return sorted(self._views)

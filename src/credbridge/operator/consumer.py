@@ -196,7 +196,7 @@ class ObjectConsumer(Consumer, Generic[V]):
         """Called when an object was deleted: forget what is kept about it."""
 
     def resync_keys(self) -> list[Key]:
-        return self.store.keys()
+        return self.store.key_list()
 
     def reconcile(self, key: Key) -> Result:
         view = self.store.get(key)
@@ -307,6 +307,12 @@ class ExternalSync(ObjectConsumer[T]):
 
     system: ClassVar[str]
     """The external system's name, for messages and the release rule ("Flowise")."""
+    INDEXES: ClassVar[Mapping[str, cache_module.IndexFunction[TargetView]]] = {
+        "namespace": lambda view: (view.namespace,),
+        "secret": lambda view: ((view.namespace, name) for name in view.referenced_secrets),
+    }
+    """By namespace (a Credential's change reaches the targets of its namespace) and by the Secrets an
+    object reads (an API key, a CA)."""
 
     def __init__(
         self,
@@ -319,10 +325,7 @@ class ExternalSync(ObjectConsumer[T]):
     ) -> None:
         super().__init__(
             context,
-            indexes={
-                "namespace": lambda view: (view.namespace,),
-                "secret": lambda view: ((view.namespace, name) for name in view.referenced_secrets),
-            },
+            indexes=self.INDEXES,
             workers=workers,
             resync_seconds=resync_seconds,
             resync_per_second=resync_per_second,
