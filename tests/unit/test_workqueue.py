@@ -308,9 +308,10 @@ def test_sooner_brings_a_result_back_no_later_than_asked() -> None:
 
 def test_instrumented_counts_outcomes_by_controller_and_errors_as_error() -> None:
     def sample(result: str) -> float:
-        return metrics.REGISTRY.get_sample_value(
-            "credbridge_reconciles_total", {"kind": "test-queue", "result": result}
-        ) or 0.0
+        return (
+            metrics.REGISTRY.get_sample_value("credbridge_reconciles_total", {"kind": "test-queue", "result": result})
+            or 0.0
+        )
 
     ok, errors = sample("written"), sample("error")
     run = reconciling.instrumented("test-queue", lambda key: reconciling.Result.done("written"))

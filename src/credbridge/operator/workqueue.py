@@ -111,6 +111,11 @@ class WorkQueue(Generic[Key]):
         with self._lock:
             return len(self._queued) + len(self._running) + len(self._delayed)
 
+    def waiting(self) -> set[Key]:
+        """The keys waiting for a worker or a delay now (a snapshot, for tests and diagnostics)."""
+        with self._lock:
+            return set(self._queued) | {key for _, _, key in self._delayed}
+
     def depth(self) -> int:
         """How many keys wait for a worker now (the queue-depth metric)."""
         with self._lock:
