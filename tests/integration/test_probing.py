@@ -26,6 +26,7 @@ pytestmark = pytest.mark.services
 
 Outcome = verification.Outcome
 BUILTINS = registry.Registry.builtin()
+DEFAULT_POLICY = egress.EgressPolicy()
 LOOPBACK = egress.EgressPolicy(allow_hosts=("127.0.0.1",), allow_networks=egress.parse_networks(["127.0.0.1/32"]))
 FAST = probing.ProbeLimits(connect_timeout=5.0, total_timeout=8.0)
 CANARY = "canary-probe-5e1f0c2d9a"
@@ -78,7 +79,7 @@ def run(
     fields: dict[str, str],
     net: vendors.TestNetwork,
     ca: tls.Issued,
-    policy: egress.EgressPolicy = egress.EgressPolicy(),
+    policy: egress.EgressPolicy = DEFAULT_POLICY,
 ) -> verification.ProbeResult:
     request = verification.build_probe(type_spec, fields)
     assert not isinstance(request, verification.ProbeResult), request
