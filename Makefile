@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv controlplane image flowise lint test test-unit test-integration test-e2e demo demo-down bench manifests clean
+.PHONY: help venv controlplane image flowise databases lint test test-unit test-integration test-e2e demo demo-down bench manifests clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ image: ## Build the operator image with buildah, no Docker daemon needed (cached
 flowise: venv ## Install the flowise npm package for the Flowise tests (cached; first time several minutes, ~3 GiB)
 	$(BIN)/python -m credbridge.local.flowise install
 
+databases: venv ## Install Redis and MariaDB (Debian packages, with apt-get when missing) for the verification tests
+	$(BIN)/python -m credbridge.local.databases install
+
 lint: venv ## ruff, mypy --strict and the import-layer contracts
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
@@ -44,13 +47,13 @@ lint: venv ## ruff, mypy --strict and the import-layer contracts
 test-unit: venv controlplane ## Unit tests (no cluster; the chart tests need the helm binary)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: venv controlplane flowise ## Operator tests on the local control plane
+test-integration: venv controlplane flowise databases ## Operator tests on the local control plane
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 test-e2e: venv controlplane image ## kubectl/helm install and operator-image tests on the local control plane
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
-test: venv controlplane image flowise lint ## Every tier: lint, unit, integration, e2e (with the image)
+test: venv controlplane image flowise databases lint ## Every tier: lint, unit, integration, e2e (with the image)
 	$(BIN)/python -m pytest tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 
 demo: venv controlplane ## Start the local control plane and the operator, apply examples/, show them

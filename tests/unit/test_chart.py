@@ -528,3 +528,21 @@ def test_schema_rejects_bad_endpoint_and_injection_values(helm: pathlib.Path, ar
     result = run_helm(helm, "template", "credbridge", str(CHART), "--namespace", NAMESPACE, *args)
     assert result.returncode != 0
     assert "schema" in result.stderr.lower(), result.stderr
+
+
+def test_the_prometheus_rule_is_off_by_default_and_alerts_on_expiry_and_invalid_credentials(helm: pathlib.Path) -> None:
+    assert not [obj for obj in render(helm) if obj.get("kind") == "PrometheusRule"]
+    rules = [
+        obj
+        for obj in render(helm, "--set", "metrics.prometheusRule.enabled=true")
+        if obj.get("kind") == "PrometheusRule"
+    ]
+    assert len(rules) == 1
+    alerts = {rule["alert"]: rule for rule in rules[0]["spec"]["groups"][0]["rules"]}
+    assert set(alerts) == {
+        "CredbridgeCredentialExpiringSoon",
+        "CredbridgeCredentialExpired",
+        "CredbridgeCredentialInvalid",
+    }
+    assert "credbridge_credential_expiration_timestamp_seconds" in alerts["CredbridgeCredentialExpired"]["expr"]
+    assert 'outcome=~"Invalid|Forbidden"' in alerts["CredbridgeCredentialInvalid"]["expr"]

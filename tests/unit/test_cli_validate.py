@@ -380,3 +380,15 @@ def test_the_size_limit_is_the_webhooks_and_the_operators(tmp_path: Path, capsys
         f"{over}:0: Credential team-a/over: the fields of this 'eight' credential together exceed the limit of "
         "524288 bytes (encoded as JSON): shorten the largest values or split the credential"
     ]
+
+
+def test_troubleshooting_lint_is_a_warning_in_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(
+        tmp_path,
+        "wrong-type.yaml",
+        credential("openai", "openAIApi", {"openAIApiKey": '"sk-ant-api03-abcdefghijklmnopqrstuv"'}),
+    )
+    code, out, _ = run(capsys, "-f", str(path), "--literal-secrets", "allow")
+    assert code == 0
+    assert "warning: field 'openAIApiKey' looks like an Anthropic API key" in out
+    assert "abcdefghijklmnop" not in out

@@ -22,7 +22,7 @@ import typing
 import yaml
 
 from credbridge.cli import run
-from credbridge.core import admission, envrefs, names, registry, validation
+from credbridge.core import admission, envrefs, lint, names, registry, validation
 from credbridge.operator import settings as operator_settings
 
 EXIT_CLEAN = 0
@@ -396,6 +396,8 @@ def credential_findings(
             )
             for field in validation.literal_secret_fields(cred_type, {k: v for k, v in data.items() if v})
         )
+    if cred_type is not None:
+        findings.extend((warning.message, True) for warning in lint.lint_literals(cred_type, data))
     return findings
 
 

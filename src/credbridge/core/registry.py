@@ -21,7 +21,7 @@ import types
 import typing
 import urllib.parse
 
-from credbridge.core import names
+from credbridge.core import names, verifyspec
 
 FIELD_TYPES = ("string", "password", "url", "number", "boolean", "options", "json")
 """Field types a CredentialType input may declare (Flowise's credential input types)."""
@@ -31,6 +31,7 @@ _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TYPE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _BUILTIN_DATA = "builtin-types.json"
+_BUILTIN_VERIFY_DATA = "builtin-verify.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,8 @@ class CredentialTypeSpec:
     """Free text for users."""
     builtin: bool = False
     """True for the types that ship with the package."""
+    verify: verifyspec.VerifySpec | None = None
+    """How to ask the real service whether a credential of this type works; None: it cannot be checked."""
 
     def field(self, name: str) -> InputField | None:
         """Returns the input field called `name`, or None when the type has no such field."""
@@ -233,6 +236,12 @@ def _parse_spec(type_name: str, spec: collections.abc.Mapping[str, typing.Any], 
         _fail(type_name, "spec.inputs", "must be a non-empty list of input fields")
     seen: set[str] = set()
     inputs = tuple(_parse_input(type_name, index, raw, seen) for index, raw in enumerate(raw_inputs))
+    verify = None
+    if spec.get("verify") is not None:
+        try:
+            verify = verifyspec.parse_verify(spec["verify"], [input_field.name for input_field in inputs])
+        except verifyspec.VerifyDefinitionError as error:
+            raise TypeDefinitionError(f"CredentialType {type_name!r}: {error}") from None
     return CredentialTypeSpec(
         name=type_name,
         label=_text(type_name, "spec.label", spec.get("label"), default=type_name),
@@ -240,6 +249,7 @@ def _parse_spec(type_name: str, spec: collections.abc.Mapping[str, typing.Any], 
         inputs=inputs,
         description=_text(type_name, "spec.description", spec.get("description"), default=""),
         builtin=builtin,
+        verify=verify,
     )
 
 
@@ -247,15 +257,26 @@ def _parse_spec(type_name: str, spec: collections.abc.Mapping[str, typing.Any], 
 def _builtin_types() -> types.MappingProxyType[str, CredentialTypeSpec]:
     resource = importlib.resources.files("credbridge.core") / "data" / _BUILTIN_DATA
     document = json.loads(resource.read_text(encoding="utf-8"))
+    # Checks are ours, not Flowise's facts: they live in their own file, keyed by type name.
+    checks = dict(_builtin_verify_declarations())
     loaded: dict[str, CredentialTypeSpec] = {}
     for raw in document["types"]:
         # Flowise's type-level `optional` (awsApi) says a node may run without the credential;
         # it says nothing about fields, which carry their own flags, so it is not kept.
-        spec = _parse_spec(raw["name"], raw, builtin=True)
+        declaration = checks.pop(raw["name"], None)
+        spec = _parse_spec(raw["name"], {**raw, "verify": declaration}, builtin=True)
         if spec.name in loaded:
             _fail(spec.name, "the type name", f"appears twice in {_BUILTIN_DATA}")
         loaded[spec.name] = spec
+    if checks:
+        _fail(sorted(checks)[0], "the type name", f"in {_BUILTIN_VERIFY_DATA} names no built-in type")
     return types.MappingProxyType(loaded)
+
+
+def _builtin_verify_declarations() -> dict[str, object]:
+    resource = importlib.resources.files("credbridge.core") / "data" / _BUILTIN_VERIFY_DATA
+    document = json.loads(resource.read_text(encoding="utf-8"))
+    return {name: entry["verify"] for name, entry in document["types"].items()}
 
 
 def load_builtin_types() -> dict[str, CredentialTypeSpec]:
@@ -326,6 +347,8 @@ def type_to_object(spec: CredentialTypeSpec) -> dict[str, typing.Any]:
     if spec.description:
         body["description"] = spec.description
     body["inputs"] = [_input_to_object(input_field) for input_field in spec.inputs]
+    if spec.verify is not None:
+        body["verify"] = spec.verify.to_object()
     return {
         "apiVersion": names.API_VERSION,
         "kind": names.CREDENTIAL_TYPE_KIND,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections.abc
 import secrets
+import typing
 from typing import Any, TypeAlias
 
 from kubernetes import client
@@ -118,3 +119,22 @@ def retire_key(
     """Remove `key_id` from the keyring Secret; raises KeyringError while it is active or in `in_use`."""
     with _requests_for(f"retire key {key_id} from keyring Secret {namespace}/{name}"):
         return keyrings.retire(api, namespace, name, key_id, in_use)
+
+
+def annotate_credential(api: client.ApiClient, namespace: str, name: str, key: str, value: str) -> Json | None:
+    """Sets one annotation on a Credential (merge patch); returns the Credential, or None when it does not exist."""
+    try:
+        with _requests_for(f"annotate Credential {namespace}/{name}"):
+            result = client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                names.GROUP,
+                names.VERSION,
+                namespace,
+                names.CREDENTIAL_PLURAL,
+                name,
+                {"metadata": {"annotations": {key: value}}},
+            )
+    except ApiError as error:
+        if error.status == 404:
+            return None
+        raise
+    return typing.cast(Json, result)

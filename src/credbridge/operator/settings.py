@@ -13,7 +13,8 @@ import dataclasses
 import typing
 
 import credbridge
-from credbridge.core import envrefs, names
+from credbridge import probing
+from credbridge.core import egress, envrefs, names
 
 T = typing.TypeVar("T")
 
@@ -219,6 +220,61 @@ class FlowiseSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class VerificationSettings:
+    """How Credentials are checked against their services (`--verify-*` flags, chart values `verification.*`).
+
+    Verification informs and never blocks: a failing check changes the Verified condition, Events
+    and metrics, and nothing else, unless `block_consumers` says otherwise.
+    """
+
+    enabled: bool = True
+    """Run checks at all (on content change, periodically and on `credbridge verify`)."""
+    interval: float = 6 * 3600.0
+    """Seconds between periodic checks of one Credential; 0 turns periodic checks off."""
+    jitter: float = 0.1
+    """Fraction of `interval` by which each Credential's next check is moved at random, so checks spread out."""
+    per_second: float = 2.0
+    """Most checks started per second across all Credentials (the global rate): bounds the load on vendors
+    and on the operator when thousands of Credentials are due at once."""
+    debounce: float = 10.0
+    """Seconds from a content change to its check; further changes within them share one check."""
+    allow_hosts: tuple[str, ...] = ()
+    """Hosts a Credential's field may point a check at (`qdrant.internal`, `*.openai.azure.com`); a type's own
+    vendor host needs no entry."""
+    allow_networks: tuple[str, ...] = ()
+    """CIDRs checks may connect into although private, loopback or link-local (`10.0.0.0/8`); cloud metadata
+    addresses need their own /32 or /128."""
+    allow_plain_http: bool = False
+    """Allow `http://` checks (the credential then crosses the network unencrypted)."""
+    block_consumers: bool = False
+    """When True, bindings and FlowiseTargets hold back Credentials whose Verified is False (off: informs only)."""
+    ca_file: str | None = None
+    """PEM bundle trusted for checks' TLS instead of the system store (a private CA of self-hosted services)."""
+    connect_timeout: float = 5.0
+    """Seconds to connect (TCP and TLS) to a service."""
+    total_timeout: float = 15.0
+    """Seconds one check may take in all."""
+    max_answer_bytes: int = 64 * 1024
+    """Most bytes read from a service's answer; the rest is never read."""
+
+    def egress_policy(self) -> egress.EgressPolicy:
+        """The egress policy these settings describe; raises ValueError naming a malformed network."""
+        return egress.EgressPolicy(
+            allow_hosts=tuple(self.allow_hosts),
+            allow_networks=egress.parse_networks(self.allow_networks),
+            allow_plain_http=self.allow_plain_http,
+        )
+
+    def probe_limits(self) -> probing.ProbeLimits:
+        """The time and size bounds of one check."""
+        return probing.ProbeLimits(
+            connect_timeout=self.connect_timeout,
+            total_timeout=self.total_timeout,
+            max_answer_bytes=self.max_answer_bytes,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class OperatorSettings:
     watch: WatchSettings = dataclasses.field(default_factory=WatchSettings)
     env: EnvSettings = dataclasses.field(default_factory=EnvSettings)
@@ -230,6 +286,7 @@ class OperatorSettings:
     endpoint: EndpointSettings = dataclasses.field(default_factory=EndpointSettings)
     injection: InjectionSettings = dataclasses.field(default_factory=InjectionSettings)
     flowise: FlowiseSettings = dataclasses.field(default_factory=FlowiseSettings)
+    verification: VerificationSettings = dataclasses.field(default_factory=VerificationSettings)
     peering: str | None = setting(None, "--peering", metavar="NAME")
     """kopf peering name for HA (a standby takes over when the active one dies); None = standalone."""
     peering_priority: int = setting(0, "--peering-priority", metavar="N")
