@@ -237,17 +237,20 @@ def _plan_encrypted(
         "createdDate": previous.get("createdDate") or inputs.now,
         "updatedDate": inputs.now if secret is not None or not previous.get("updatedDate") else previous["updatedDate"],
         "observedGeneration": credential.generation,
-        "conditions": [
-            conditions.condition(
-                previous,
-                names.READY_CONDITION,
-                "True",
-                "Encrypted",
-                (f"Secret {credential.secret_name} holds {len(content)} field(s) encrypted with key {key_id}"),
-                inputs.now,
-                credential.generation,
-            )
-        ],
+        "conditions": conditions.merge(
+            previous,
+            [
+                conditions.condition(
+                    previous,
+                    names.READY_CONDITION,
+                    "True",
+                    "Encrypted",
+                    (f"Secret {credential.secret_name} holds {len(content)} field(s) encrypted with key {key_id}"),
+                    inputs.now,
+                    credential.generation,
+                )
+            ],
+        ),
     }
     event = None
     if conditions.reason(previous, names.READY_CONDITION) not in (None, "Encrypted"):
@@ -269,17 +272,20 @@ def _failed(credential: CredentialView, inputs: Inputs, failure: Failure) -> Pla
             "shared": credential.shared_from is not None,
             "sharedFrom": "/".join(credential.shared_from) if credential.shared_from else None,
             "observedGeneration": credential.generation,
-            "conditions": [
-                conditions.condition(
-                    previous,
-                    names.READY_CONDITION,
-                    "False",
-                    failure.reason,
-                    failure.message,
-                    inputs.now,
-                    credential.generation,
-                )
-            ],
+            "conditions": conditions.merge(
+                previous,
+                [
+                    conditions.condition(
+                        previous,
+                        names.READY_CONDITION,
+                        "False",
+                        failure.reason,
+                        failure.message,
+                        inputs.now,
+                        credential.generation,
+                    )
+                ],
+            ),
         }
     )
     secret = _rewrapped_last_good_secret(credential, inputs)

@@ -363,14 +363,8 @@ def parse_time(text: object) -> datetime.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
 
 
-def merge_conditions(
-    previous: Status, new: collections.abc.Iterable[Json], *, drop: collections.abc.Iterable[str] = ()
-) -> list[Json]:
-    """The status's conditions with `new` ones replacing those of their type and `drop` types removed."""
-    replaced = {condition["type"]: condition for condition in new}
-    gone = set(drop) | set(replaced)
-    kept = [dict(condition) for condition in previous.get("conditions") or () if condition.get("type") not in gone]
-    return kept + list(replaced.values())
+merge_conditions = conditions.merge
+"""Re-exported: one merge of a Credential's conditions for every writer (core.conditions)."""
 
 
 Event = planning.Event
