@@ -15,7 +15,11 @@ into Flowise, a probe, a token refresh. What is the same for all of them lives h
 - `ExternalSync`: an `ObjectConsumer` that pushes the Credentials its objects select into an
   external system (Flowise): the selection by label, the release decision per Credential, the
   settled plaintext, the Secrets its objects read (an API key, a CA) and the clean-up on delete
-  with a deadline.
+  with a deadline;
+- `CredentialConsumer`: a consumer that works on Credentials themselves (a verification probe, a
+  token refresh), keyed by Credential: it owns some of the Credential's conditions and status
+  fields, and writes them merged into the status it planned from (core.conditions.merge), with
+  the resourceVersion (409: plan again).
 
 A subclass declares its kind and indexes and writes `reconcile_object` (gather → core plan →
 apply); the registry in `consumers.py` wires it into the runner, the handlers, the settings and
@@ -387,6 +391,71 @@ class ExternalSync(ObjectConsumer[T]):
             return None
         value = views.SecretView.from_object(stored).data.get(key)
         return redaction.Redacted(value.strip()) if value else None
+
+
+class CredentialConsumer(Consumer):
+    """Works on Credentials themselves, keyed by Credential; subclasses write `reconcile_credential`.
+
+    The periodic resync visits every Credential at `resync_per_second` (work that must look at
+    all of them, spread out); every other input is routed by `wants`, which sees each stored change.
+    """
+
+    def resync_keys(self) -> list[Key]:
+        return self.context.cache.credential_keys()
+
+    def wants(self, view: views.CredentialView, previous: views.CredentialView | None) -> bool:
+        """Whether a stored change of a Credential needs a reconcile (default: its generation or its
+        Secret's content changed, by `status.updatedDate`)."""
+        if previous is None:
+            return True
+        return (view.generation, view.status.get("updatedDate")) != (
+            previous.generation,
+            previous.status.get("updatedDate"),
+        )
+
+    def credential_changed(
+        self, event_type: str | None, view: views.CredentialView, previous: views.CredentialView | None
+    ) -> None:
+        if event_type == "DELETED":
+            self.forget(view.key)
+        elif self.wants(view, previous):
+            self.queue.add(view.key)
+
+    def forget(self, key: Key) -> None:
+        """A Credential was deleted: drop what is kept about it (metrics, schedules)."""
+
+    @abc.abstractmethod
+    def reconcile_credential(self, view: views.CredentialView) -> Result:
+        """Gather → plan → apply for one Credential that exists and is not being deleted."""
+
+    def reconcile(self, key: Key) -> Result:
+        view = self.context.cache.credential(key)
+        if view is None or view.deleting:
+            return Result.done("gone")
+        try:
+            return self.reconcile_credential(view)
+        except errors.ApiError as error:
+            if error.conflict:
+                # Planned from an older version: read the Credential as stored into the cache, plan again.
+                stored = self.context.reader.credential(key, from_api=True)
+                if stored is not None:
+                    self.context.cache.put_credential(stored)
+                return Result.after("conflict", 0.0)
+            if error.not_found or error.namespace_terminating:
+                return Result.done("gone")
+            raise
+
+    def write_status(self, view: views.CredentialView, patch: Json) -> views.CredentialView:
+        """Merge-patches status fields this consumer owns, planned from `view` (409 if it moved on). A patch
+        that sets `conditions` must have merged them with `core.conditions.merge` from `view.status`."""
+        return self.context.applier.patch_credential_status(view, patch)
+
+    def event(self, view: views.CredentialView, event: planning.Event) -> None:
+        """Posts an Event about the Credential (best effort)."""
+        self.context.applier.event(
+            applying.involved(names.CREDENTIAL_KIND, view.namespace, view.name, view.uid, view.resource_version),
+            event,
+        )
 
 
 def _age(timestamp: str) -> float:
