@@ -546,3 +546,27 @@ def test_the_prometheus_rule_is_off_by_default_and_alerts_on_expiry_and_invalid_
     }
     assert "credbridge_credential_expiration_timestamp_seconds" in alerts["CredbridgeCredentialExpired"]["expr"]
     assert 'outcome=~"Invalid|Forbidden"' in alerts["CredbridgeCredentialInvalid"]["expr"]
+
+
+def test_crd_schemas_are_structural_where_the_api_server_checks_it() -> None:
+    """The API server refuses a schema node with both `properties` and `additionalProperties`: catch it here,
+    before a control plane refuses to install the CRDs."""
+
+    def walk(node: Any, where: str) -> list[str]:
+        found: list[str] = []
+        if isinstance(node, dict):
+            if "properties" in node and "additionalProperties" in node:
+                found.append(where)
+            for key, child in node.items():
+                found.extend(walk(child, f"{where}.{key}"))
+        elif isinstance(node, list):
+            for index, child in enumerate(node):
+                found.extend(walk(child, f"{where}[{index}]"))
+        return found
+
+    problems = []
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            for version in (document or {}).get("spec", {}).get("versions", []):
+                problems += walk(version.get("schema", {}), f"{path.name}:{version.get('name')}")
+    assert problems == []
