@@ -128,6 +128,11 @@ def iter_managed_secrets(api: client.ApiClient, namespace: str | None = None) ->
     )
 
 
+def iter_namespaces(api: client.ApiClient) -> Iterator[list[Json]]:
+    """Every Namespace, a page at a time."""
+    return _pages("list Namespaces", client.CoreV1Api(api).list_namespace)
+
+
 def list_credentials(
     api: client.ApiClient, namespace: str | None = None, *, label_selector: str | None = None
 ) -> list[Json]:

@@ -84,7 +84,8 @@ class Controller:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def prime(self) -> int:
-        """Fills the cache with every Credential and managed Secret before reconciling starts; returns the count.
+        """Fills the cache with every Credential, managed Secret, share and namespace before reconciling starts;
+        returns the number of Credentials.
 
         Reconciles then start from a complete view: duplicate ids are judged against every
         Credential with the id, and each managed Secret is compared from the cache (no create
@@ -98,9 +99,18 @@ class Controller:
             for page in fetching.iter_credentials(self.api, namespace):
                 for credential in page:
                     self.cache.put_credential(views.CredentialView.from_object(credential))
+            # Shares are planned from every namespace's consent: with the namespaces and shares known
+            # from the start, a restart re-plans them to what their status already says.
+            for share in fetching.list_credential_shares(self.api, namespace):
+                self.cache.put_share(views.ShareView.from_object(share))
+        for page in fetching.iter_namespaces(self.api):
+            for namespace_object in page:
+                self.cache.put_namespace(views.NamespaceView.from_object(namespace_object))
         keys = self.cache.credential_keys()
         for key in keys:
             self.queue.add(key)
+        for source in self.cache.shared_sources():
+            self.share_queue.add(source)
         return len(keys)
 
     def start(self) -> None:
