@@ -71,18 +71,20 @@ class ServingCertificate:
     pkeyfile: str
     ca_pem: str | None
     """The CA that signed the certificate (given to injected Pods); None: a public CA, use system trust."""
+    cafile: str | None = None
+    """Where that CA is as a file (for `credbridge env --ca-file`), when there is one."""
 
 
 def serving_certificate(settings: settings_module.EndpointSettings) -> ServingCertificate:
     """The certificate from outside (the chart), or one issued by a CA made here (development, tests)."""
     if settings.certfile and settings.pkeyfile:
         bundle = pathlib.Path(settings.cafile).read_text() if settings.cafile else None
-        return ServingCertificate(settings.certfile, settings.pkeyfile, bundle)
+        return ServingCertificate(settings.certfile, settings.pkeyfile, bundle, settings.cafile)
     directory = pathlib.Path(tempfile.mkdtemp(prefix="credbridge-endpoint-"))
     ca = tls.make_ca("credbridge-endpoint-ca")
     certfile, pkeyfile = tls.issue(ca, settings.host, hosts=[settings.host]).write(directory, "serving")
     (directory / "ca.crt").write_bytes(ca.cert_pem)
-    return ServingCertificate(str(certfile), str(pkeyfile), ca.cert_pem.decode())
+    return ServingCertificate(str(certfile), str(pkeyfile), ca.cert_pem.decode(), str(directory / "ca.crt"))
 
 
 class ReadEndpoint:
@@ -130,12 +132,13 @@ class ReadEndpoint:
                 f"the read endpoint cannot listen on {self.listen_host}:{self.settings.port}: {self._failure}"
             )
         logger.info(
-            "read endpoint listening on %s:%d, serving %s (rate %g/s, burst %d per identity)",
+            "read endpoint listening on %s:%d, serving %s (rate %g/s, burst %d per identity); its CA: %s",
             self.listen_host,
             self.settings.port,
             self.url,
             self.settings.reads_per_second,
             self.settings.burst,
+            self.certificate.cafile or "a public CA (the system trust store)",
         )
 
     def alive(self) -> bool:
