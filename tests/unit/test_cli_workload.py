@@ -6,10 +6,9 @@ that answers what the endpoint answers; reads through the real endpoint are inte
 
 from __future__ import annotations
 
-import dataclasses
-
 import argparse
 import base64
+import dataclasses
 import http.server
 import json
 import os
