@@ -1,0 +1,120 @@
+"""pytest fixtures for the OAuth2 tests: one real OAuth2 provider (oidc-provider from npm) per session.
+
+- `oauth2_provider`: the session's provider (30-second access tokens, refresh tokens valid a day),
+  with three clients: `rotating` (every refresh answer carries a new refresh token, the old one
+  stops working), `fixed` (refresh answers carry no refresh token, as Google's: keep the one you
+  have) and `machine` (client credentials, HTTP Basic client authentication). After each test it
+  is up and without injected faults again, whatever the test did to it.
+- Make it down with `oauth2_provider.stop_process()` and up with `start_process()` (same port,
+  same grants); make its token endpoint fail with `set_fault("error", status=503)`,
+  `set_fault("throttle", retry_after=N)` or `set_fault("hang")`; revoke a token with
+  `revoke(token, client_id)`; count token requests with `token_requests()`.
+- `authorize_tokens(provider, client_id)` runs the whole authorization-code flow (the test plays
+  the browser) with credbridge's own core and token client, for tests that need tokens to start
+  from.
+
+Like the other fixtures they never skip: without Node or npm the tests that need the provider
+error out with the reason.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from credbridge.core import registry
+from credbridge.core.oauth2 import authorization, outcomes, pkce, provider, tokens
+from credbridge.local import oauth2provider
+from credbridge.oauth2client import client as token_client
+
+SCOPE = "mail.read"
+
+
+@pytest.fixture(scope="session")
+def oauth2_provider_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[oauth2provider.OAuth2Provider]:
+    """The session's provider process."""
+    started = oauth2provider.start_provider(tmp_path_factory.mktemp("oauth2-provider"))
+    yield started
+    started.stop_process()
+
+
+@pytest.fixture
+def oauth2_provider(oauth2_provider_process: oauth2provider.OAuth2Provider) -> Iterator[oauth2provider.OAuth2Provider]:
+    """The session's provider, up and without faults after the test whatever the test did."""
+    yield oauth2_provider_process
+    if not oauth2_provider_process.alive():
+        oauth2_provider_process.start_process()
+    oauth2_provider_process.set_fault("none")
+
+
+def provider_config(
+    server: oauth2provider.OAuth2Provider, client_id: str, *, scope: str = SCOPE
+) -> provider.ProviderConfig:
+    """The client configuration a Credential for `client_id` of `server` resolves to."""
+    client = server.clients[client_id]
+    return provider.ProviderConfig(
+        grant=client.grant,
+        client_authentication=client.authentication,
+        token_url=server.token_endpoint,
+        client_id=client.client_id,
+        client_secret=client.client_secret,
+        scope=scope,
+        authorization_url=server.authorization_endpoint if client.grant == "authorization_code" else "",
+    )
+
+
+def credential_fields(server: oauth2provider.OAuth2Provider, client_id: str, *, scope: str = SCOPE) -> dict[str, str]:
+    """The fields (Flowise's names) of a Credential for `client_id` of `server`, secret included."""
+    client = server.clients[client_id]
+    fields = {
+        "clientId": client.client_id,
+        "clientSecret": client.client_secret.reveal(),
+        "accessTokenUrl": server.token_endpoint,
+        "scope": scope,
+    }
+    if client.grant == "authorization_code":
+        fields["authorizationUrl"] = server.authorization_endpoint
+    return fields
+
+
+def oauth2_type(name: str, grant: str, authentication: str = "client_secret_post") -> registry.CredentialTypeSpec:
+    """A custom OAuth2 CredentialType for the test provider (Flowise's field names, no Google defaults)."""
+    inputs = [
+        {"name": "accessTokenUrl", "label": "Access Token URL", "type": "string"},
+        {"name": "clientId", "label": "Client ID", "type": "string"},
+        {"name": "clientSecret", "label": "Client Secret", "type": "password"},
+        {"name": "scope", "label": "Scope", "type": "string", "optional": True},
+    ]
+    if grant == "authorization_code":
+        inputs.insert(0, {"name": "authorizationUrl", "label": "Authorization URL", "type": "string"})
+    oauth2: dict[str, str] = {"grant": grant}
+    if authentication != "client_secret_post":
+        oauth2["clientAuthentication"] = authentication
+    return registry.type_from_object(
+        {"spec": {"name": name, "label": name, "version": 1, "inputs": inputs, "oauth2": oauth2}}
+    )
+
+
+def authorize_tokens(
+    server: oauth2provider.OAuth2Provider, client_id: str, *, scope: str = SCOPE, port: int = 8765
+) -> tokens.TokenSet:
+    """Tokens for `client_id` from a whole authorization-code flow with PKCE, the test playing the browser."""
+    config = provider_config(server, client_id, scope=scope)
+    state = authorization.AuthorizationState.new("test", "test", "uid", secrets.token_bytes)
+    verifier = pkce.make_verifier(secrets.token_bytes)
+    redirect_uri = authorization.loopback_redirect_uri(port)
+    url = authorization.authorization_url(
+        config.authorization_url,
+        client_id=config.client_id,
+        redirect_uri=redirect_uri,
+        scope=config.scope,
+        state=state,
+        code_challenge=pkce.challenge(verifier),
+    )
+    code = authorization.parse_redirect(server.sign_in_and_consent(url), state)
+    result = token_client.TokenClient(ca_pem=server.ca_pem).exchange_code(config, code, verifier, redirect_uri)
+    if not isinstance(result, outcomes.Refreshed):
+        raise AssertionError(f"the test provider did not issue tokens: {result}")
+    return result.tokens
