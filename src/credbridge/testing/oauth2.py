@@ -12,6 +12,11 @@
 - `authorize_tokens(provider, client_id)` runs the whole authorization-code flow (the test plays
   the browser) with credbridge's own core and token client, for tests that need tokens to start
   from.
+- For cluster tests: `create_oauth2_type` puts a CredentialType for the test provider into the
+  cluster, `credential_objects` makes a Credential of it (client secret from a Secret, token fields
+  from a token Secret with `optional: true`), and `AuthorizeCommand` runs
+  `credbridge oauth2 authorize` as a process, hands the test the authorization URL it prints, and
+  takes the pasted redirect (`--no-browser`) or lets the test deliver it to the loopback listener.
 
 Like the other fixtures they never skip: without Node or npm the tests that need the provider
 error out with the reason.
@@ -19,12 +24,21 @@ error out with the reason.
 
 from __future__ import annotations
 
+import base64
+import os
+import pathlib
 import secrets
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from kubernetes import client
 
-from credbridge.core import registry
+from credbridge.core import names, registry
 from credbridge.core.oauth2 import authorization, outcomes, pkce, provider, tokens
 from credbridge.local import oauth2provider
 from credbridge.oauth2client import client as token_client
@@ -118,3 +132,122 @@ def authorize_tokens(
     if not isinstance(result, outcomes.Refreshed):
         raise AssertionError(f"the test provider did not issue tokens: {result}")
     return result.tokens
+
+
+TOKEN_FIELDS_STORED = ("refresh_token", "access_token", "expires_at", "token_received_at")
+"""The token fields the test Credentials read from their token Secret (optional references)."""
+
+
+def create_oauth2_type(api: client.ApiClient, spec: registry.CredentialTypeSpec) -> None:
+    """Creates the CredentialType `spec` in the cluster (cluster-scoped: name it uniquely)."""
+    body = registry.type_to_object(spec)
+    body["metadata"]["labels"] = {"created-by": "credbridge-tests"}
+    client.CustomObjectsApi(api).create_cluster_custom_object(
+        names.GROUP, names.VERSION, names.CREDENTIAL_TYPE_PLURAL, body
+    )
+
+
+def delete_oauth2_type(api: client.ApiClient, spec: registry.CredentialTypeSpec) -> None:
+    client.CustomObjectsApi(api).delete_cluster_custom_object(
+        names.GROUP, names.VERSION, names.CREDENTIAL_TYPE_PLURAL, registry.type_object_name(spec.name)
+    )
+
+
+def credential_objects(
+    server: oauth2provider.OAuth2Provider,
+    client_id: str,
+    *,
+    name: str,
+    type_name: str,
+    token_fields: tuple[str, ...] = TOKEN_FIELDS_STORED,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Credential, client Secret) for `client_id` of `server`: the client secret in Secret `<name>-client`,
+    the token fields from Secret `<name>-tokens` (optional, so the Credential is Ready before authorizing)."""
+    fields = credential_fields(server, client_id)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{name}-client", "labels": {"created-by": "credbridge-tests"}},
+        "data": {"clientSecret": base64.b64encode(fields.pop("clientSecret").encode()).decode()},
+    }
+    value_from: dict[str, Any] = {"clientSecret": {"secretKeyRef": {"name": f"{name}-client", "key": "clientSecret"}}}
+    for field in token_fields:
+        value_from[field] = {"secretKeyRef": {"name": f"{name}-tokens", "key": field, "optional": True}}
+    credential = {
+        "apiVersion": names.API_VERSION,
+        "kind": names.CREDENTIAL_KIND,
+        "metadata": {"name": name, "labels": {"created-by": "credbridge-tests"}},
+        "spec": {"type": type_name, "data": fields, "valueFrom": value_from},
+    }
+    return credential, secret
+
+
+class AuthorizeCommand:
+    """`credbridge oauth2 authorize` as a process, its output collected as it comes."""
+
+    def __init__(self, kubeconfig: pathlib.Path, namespace: str, name: str, *args: str, ca_file: pathlib.Path) -> None:
+        """Starts the command for Credential `namespace/name` with `args` (e.g. `--no-browser`)."""
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "BROWSER": "true"}
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "credbridge.cli.main",
+                "oauth2",
+                "authorize",
+                name,
+                "-n",
+                namespace,
+                "--ca-file",
+                str(ca_file),
+                "--timeout",
+                "120",
+                *args,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._collect, args=(stream, into), daemon=True)
+            for stream, into in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _collect(stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
+
+    def authorization_url(self, timeout: float = 60.0) -> str:
+        """The authorization URL the command printed; fails when it exits or prints none in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.stderr):
+                if line.startswith("https://"):
+                    return line.strip()
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.finish()
+        raise AssertionError(f"credbridge oauth2 authorize printed no URL: {''.join(self.stderr)}")
+
+    def finish(self, pasted: str | None = None, timeout: float = 120.0) -> tuple[int, str, str]:
+        """Pastes `pasted` (with a newline) when given, waits for the exit; (exit code, stdout, stderr)."""
+        if pasted is not None and self.process.stdin is not None:
+            self.process.stdin.write(pasted + "\n")
+            self.process.stdin.flush()
+        try:
+            code = self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        for reader in self._readers:
+            reader.join(10)
+        return code, "".join(self.stdout), "".join(self.stderr)

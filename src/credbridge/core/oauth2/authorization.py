@@ -85,7 +85,7 @@ class AuthorizationState:
         if hmac.compare_digest(returned.encode("utf-8", "replace"), self.encode().encode("utf-8")):
             return
         other = _credential_of(returned)
-        if other is not None and other != (self.namespace, self.name, self.uid):
+        if other is not None and other[:2] != (self.namespace, self.name):
             raise StateMismatch(
                 f"the redirect's state is for Credential {other[0]}/{other[1]}, not {self.credential}: it belongs to "
                 "another authorization; start again and use the redirect of this one"
