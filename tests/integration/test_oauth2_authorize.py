@@ -130,6 +130,30 @@ def test_the_loopback_listener_ignores_a_foreign_redirect_and_takes_its_own(
     assert set(token_secret(kube_api, namespace, name)) == set(oauth2_testing.TOKEN_FIELDS_STORED)
 
 
+def test_a_registered_https_redirect_uri_works_by_pasting_the_address(
+    control_plane: controlplane.ControlPlane,
+    kube_api: client.ApiClient,
+    namespace: str,
+    oauth2_provider: oauth2provider.OAuth2Provider,
+    oauth2_type: registry.CredentialTypeSpec,
+) -> None:
+    name = make_credential(kube_api, namespace, oauth2_provider, oauth2_type)
+    command = oauth2_testing.AuthorizeCommand(
+        control_plane.kubeconfig,
+        namespace,
+        name,
+        "--no-browser",
+        "--redirect-uri",
+        oauth2provider.HTTPS_REDIRECT_URI,
+        ca_file=oauth2_provider.ca_file,
+    )
+    redirect = oauth2_provider.sign_in_and_consent(command.authorization_url())
+    assert redirect.startswith(oauth2provider.HTTPS_REDIRECT_URI + "?")
+    code, _out, err = command.finish(redirect)
+    assert code == 0, err
+    assert set(token_secret(kube_api, namespace, name)) == set(oauth2_testing.TOKEN_FIELDS_STORED)
+
+
 def test_a_redirect_with_another_state_is_refused_and_nothing_is_written(
     control_plane: controlplane.ControlPlane,
     kube_api: client.ApiClient,

@@ -96,6 +96,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="do not open a browser or listen: print the URL, then read the address the browser was sent to from stdin",
     )
     authorize.add_argument(
+        "--redirect-uri",
+        metavar="URL",
+        help=(
+            "with --no-browser: the redirect URI to send instead of http://127.0.0.1:PORT/callback, for providers "
+            "that accept only registered https URLs (Slack); copy the address the browser lands on from its "
+            "address bar, even if the page does not load"
+        ),
+    )
+    authorize.add_argument(
         "--timeout",
         type=float,
         default=defaults.timeout,
@@ -141,9 +150,10 @@ def authorize(args: argparse.Namespace) -> int:
     view = prepared.credential
     state = authorization.AuthorizationState.new(view.namespace, view.name, view.uid, secrets.token_bytes)
     verifier = pkce.make_verifier(secrets.token_bytes)
+    if args.redirect_uri and not args.no_browser:
+        raise AuthorizeError("--redirect-uri needs --no-browser: only the loopback redirect can be listened for")
     if args.no_browser:
-        port = args.port or _free_port()
-        redirect_uri = authorization.loopback_redirect_uri(port)
+        redirect_uri = args.redirect_uri or authorization.loopback_redirect_uri(args.port or _free_port())
         url = _authorization_url(prepared.config, redirect_uri, state, verifier)
         redirect = _read_pasted(url, args.timeout)
     else:
@@ -165,11 +175,12 @@ def authorize(args: argparse.Namespace) -> int:
     if isinstance(outcome, outcomes.RefreshFailed):
         raise AuthorizeError(f"the code exchange failed: {outcome.detail}")
     got = outcome.tokens
-    if prepared.config.grant == "authorization_code" and got.refresh_token is None:
+    if got.refresh_token is None and got.expires_at is not None:
         raise AuthorizeError(
-            f"{prepared.config.token_host} issued no refresh token, so the operator could not keep the access token "
-            "fresh; nothing was stored. Ask for offline access: Google needs access_type=offline&prompt=consent in "
-            "additionalParameters (the built-in Google types have it), Microsoft the offline_access scope"
+            f"{prepared.config.token_host} issued an access token that expires but no refresh token, so the operator "
+            "could not keep it fresh; nothing was stored. Ask for offline access: Google needs "
+            "access_type=offline&prompt=consent in additionalParameters (the built-in Google types have it), "
+            "Microsoft the offline_access scope, Slack token rotation turned on"
         )
     values = prepared.token_store.secret_data(got.field_values())
     secret = prepared.token_store.secret_name
@@ -177,10 +188,13 @@ def authorize(args: argparse.Namespace) -> int:
         api, view.namespace, secret, values, annotations={TOKENS_ANNOTATION: view.name}
     )
     written = ", ".join(sorted(values))
-    expiry = f"valid until {tokens.format_time(got.expires_at)}" if got.expires_at else "without an expiry"
     print(f"Authorized Credential {view.namespace}/{view.name} at {prepared.config.token_host}.")
     print(f"Stored in Secret {view.namespace}/{secret} ({'created' if created else 'updated'}): {written}.")
-    print(f"The access token is {expiry}; the operator refreshes it from now on.")
+    if got.expires_at is None:
+        print("The access token does not expire: there is nothing to refresh.")
+    else:
+        until = tokens.format_time(got.expires_at)
+        print(f"The access token is valid until {until}; the operator refreshes it from now on.")
     if tokens.TOKEN_RECEIVED_AT not in prepared.token_store.keys:
         print(
             f"Note: add spec.valueFrom.{tokens.TOKEN_RECEIVED_AT} (key {tokens.TOKEN_RECEIVED_AT} of the same Secret) "

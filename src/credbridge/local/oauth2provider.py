@@ -58,6 +58,9 @@ SCOPES = ("openid", "offline_access", "mail.read", "mail.send")
 REDIRECT_URI = "http://127.0.0.1/callback"
 """The redirect URI registered for the authorization-code clients. They are native clients, so
 the provider accepts any port on the loopback address (RFC 8252 §7.3), as Google does."""
+HTTPS_REDIRECT_URI = "https://app.example/oauth2/callback"
+"""A second registered redirect URI, an https page that does not exist: what `--redirect-uri` is for
+(providers such as Slack that take only registered https URLs; the person copies the address)."""
 
 
 class LocalOAuth2Error(RuntimeError):
@@ -112,7 +115,7 @@ class Client:
             body.update(
                 grant_types=["authorization_code", "refresh_token"],
                 response_types=["code"],
-                redirect_uris=[REDIRECT_URI],
+                redirect_uris=[REDIRECT_URI, HTTPS_REDIRECT_URI],
                 application_type="native",
             )
         return body
