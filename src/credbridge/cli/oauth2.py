@@ -28,7 +28,7 @@ import time
 import urllib.parse
 import webbrowser
 
-from credbridge.core import envrefs, names, redaction, registry, views
+from credbridge.core import envrefs, names, registry, views
 from credbridge.core.oauth2 import authorization, outcomes, pkce, provider, store, tokens
 from credbridge.kube import credentials as kube_credentials
 from credbridge.oauth2client import client as token_client
@@ -154,12 +154,12 @@ def authorize(args: argparse.Namespace) -> int:
         raise AuthorizeError("--redirect-uri needs --no-browser: only the loopback redirect can be listened for")
     if args.no_browser:
         redirect_uri = args.redirect_uri or authorization.loopback_redirect_uri(args.port or _free_port())
-        url = _authorization_url(prepared.config, redirect_uri, state, verifier)
+        url = provider.authorization_url(prepared.config, redirect_uri=redirect_uri, state=state, verifier=verifier)
         redirect = _read_pasted(url, args.timeout)
     else:
         with _Listener(args.port, state) as listener:
             redirect_uri = authorization.loopback_redirect_uri(listener.port)
-            url = _authorization_url(prepared.config, redirect_uri, state, verifier)
+            url = provider.authorization_url(prepared.config, redirect_uri=redirect_uri, state=state, verifier=verifier)
             _say("Opening the provider's sign-in page in your browser. If it does not open, open this address:")
             print(url, file=sys.stderr, flush=True)
             if not webbrowser.open(url):
@@ -324,23 +324,6 @@ def _read_ca(path: pathlib.Path | None) -> str | None:
         return path.read_text()
     except OSError as error:
         raise AuthorizeError(f"cannot read the CA file {path}: {error.strerror}") from None
-
-
-def _authorization_url(
-    config: provider.ProviderConfig,
-    redirect_uri: str,
-    state: authorization.AuthorizationState,
-    verifier: redaction.Redacted,
-) -> str:
-    return authorization.authorization_url(
-        config.authorization_url,
-        client_id=config.client_id,
-        redirect_uri=redirect_uri,
-        scope=config.scope,
-        state=state,
-        code_challenge=pkce.challenge(verifier),
-        additional_parameters=config.additional_parameters,
-    )
 
 
 def _say(message: str) -> None:

@@ -119,14 +119,7 @@ def authorize_tokens(
     state = authorization.AuthorizationState.new("test", "test", "uid", secrets.token_bytes)
     verifier = pkce.make_verifier(secrets.token_bytes)
     redirect_uri = authorization.loopback_redirect_uri(port)
-    url = authorization.authorization_url(
-        config.authorization_url,
-        client_id=config.client_id,
-        redirect_uri=redirect_uri,
-        scope=config.scope,
-        state=state,
-        code_challenge=pkce.challenge(verifier),
-    )
+    url = provider.authorization_url(config, redirect_uri=redirect_uri, state=state, verifier=verifier)
     code = authorization.parse_redirect(server.sign_in_and_consent(url), state)
     result = token_client.TokenClient(ca_pem=server.ca_pem).exchange_code(config, code, verifier, redirect_uri)
     if not isinstance(result, outcomes.Refreshed):

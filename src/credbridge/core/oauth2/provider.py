@@ -15,6 +15,7 @@ import dataclasses
 import urllib.parse
 
 from credbridge.core import redaction, registry
+from credbridge.core.oauth2 import authorization, pkce
 
 AUTHORIZATION_URL = "authorizationUrl"
 TOKEN_URL = "accessTokenUrl"
@@ -97,6 +98,26 @@ def config_from_fields(
         scope=(fields.get(SCOPE) or "").strip(),
         authorization_url=_url(fields, AUTHORIZATION_URL, where, allow_http) if grant == "authorization_code" else "",
         additional_parameters=fields.get(ADDITIONAL_PARAMETERS) or "",
+    )
+
+
+def authorization_url(
+    config: ProviderConfig,
+    *,
+    redirect_uri: str,
+    state: authorization.AuthorizationState,
+    verifier: redaction.Redacted,
+) -> str:
+    """The URL a person opens to authorize `config`'s client: PKCE challenge of `verifier`, `state`,
+    the configured scope and additional parameters."""
+    return authorization.authorization_url(
+        config.authorization_url,
+        client_id=config.client_id,
+        redirect_uri=redirect_uri,
+        scope=config.scope,
+        state=state,
+        code_challenge=pkce.challenge(verifier),
+        additional_parameters=config.additional_parameters,
     )
 
 
