@@ -156,6 +156,8 @@ def _resolve_content(
         ref = source.get("secretKeyRef") or {}
         secret_name, key = str(ref.get("name", "")), str(ref.get("key", ""))
         secret_data = referenced_secrets.get(secret_name)
+        if ref.get("optional") is True and (secret_data is None or key not in secret_data):
+            continue  # like a Pod's optional secretKeyRef: the field stays unset (OAuth2 tokens before authorization)
         if secret_data is None:
             missing.append(
                 f"field '{field}' refers to Secret '{secret_name}', which does not exist in namespace "

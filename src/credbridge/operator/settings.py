@@ -15,6 +15,8 @@ import typing
 import credbridge
 from credbridge import probing
 from credbridge.core import egress, envrefs, names
+from credbridge.core.oauth2 import schedule
+from credbridge.oauth2client import client as oauth2_client
 
 T = typing.TypeVar("T")
 
@@ -275,6 +277,26 @@ class VerificationSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class OAuth2Settings:
+    """How the operator keeps OAuth2 access tokens fresh (`--oauth2-*` flags).
+
+    The schedule and the request limits are the dataclasses the pure planner and the token client
+    take, so their defaults and meanings are written once, where they are used.
+    """
+
+    enabled: bool = True
+    """Refresh the access tokens of OAuth2 Credentials (types with spec.oauth2)."""
+    refresh: schedule.RefreshPolicy = dataclasses.field(default_factory=schedule.RefreshPolicy)
+    """When to refresh (share of the lifetime, jitter) and how to back off (see RefreshPolicy)."""
+    client: oauth2_client.ClientSettings = dataclasses.field(default_factory=oauth2_client.ClientSettings)
+    """Limits of each token request: connect and total timeouts, largest answer (see ClientSettings)."""
+    ca_file: str | None = None
+    """CA bundle (PEM) trusted for token endpoints instead of the system store (a private provider)."""
+    workers: int = 2
+    """Threads sending token requests; one Credential is never refreshed by two at once."""
+
+
+@dataclasses.dataclass(frozen=True)
 class OperatorSettings:
     watch: WatchSettings = dataclasses.field(default_factory=WatchSettings)
     env: EnvSettings = dataclasses.field(default_factory=EnvSettings)
@@ -287,6 +309,7 @@ class OperatorSettings:
     injection: InjectionSettings = dataclasses.field(default_factory=InjectionSettings)
     flowise: FlowiseSettings = dataclasses.field(default_factory=FlowiseSettings)
     verification: VerificationSettings = dataclasses.field(default_factory=VerificationSettings)
+    oauth2: OAuth2Settings = dataclasses.field(default_factory=OAuth2Settings)
     peering: str | None = setting(None, "--peering", metavar="NAME")
     """kopf peering name for HA (a standby takes over when the active one dies); None = standalone."""
     peering_priority: int = setting(0, "--peering-priority", metavar="N")
