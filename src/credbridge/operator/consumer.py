@@ -295,11 +295,14 @@ class Selected:
 
     @property
     def not_ready(self) -> str | None:
-        """None when Ready=True; else the reason (`NotReconciled` before its first reconcile)."""
+        """None when Ready=True for its current generation; else why not (`NotReconciled` before its first
+        reconcile, `Reconciling` while its status does not describe its spec yet)."""
         ready = self.view.ready_condition
-        if ready is not None and ready.get("status") == "True":
-            return None
-        return str((ready or {}).get("reason") or "NotReconciled")
+        if ready is None or ready.get("status") != "True":
+            return str((ready or {}).get("reason") or "NotReconciled")
+        if int(self.view.status.get("observedGeneration") or 0) != self.view.generation:
+            return "Reconciling"
+        return None
 
 
 class ExternalSync(ObjectConsumer[T]):
