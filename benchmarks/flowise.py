@@ -46,10 +46,15 @@ def credential_count(options: Options) -> int:
     return 30 if options.quick else 200
 
 
+FLOWISE_RECONCILES = 'credbridge_reconciles_total{kind="flowise"'
+"""Prefix of the reconcile counter's series for FlowiseTargets (one reconcile = one sync)."""
+
+
 def _metric(text: str, name: str) -> float:
+    """Sum of the series whose line starts with `name` (a metric name, or a name with the start of its labels)."""
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if line.startswith(name + "{") or line.startswith(name + " ") or (name.endswith('"') and line.startswith(name)):
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -133,10 +138,10 @@ def run(options: Options, record: Record) -> None:
             progress("flowise: two periodic resyncs with nothing changed")
             mark = audit.mark()
             before = _metric(process.metrics(), "credbridge_flowise_writes_total")
-            syncs_before = _metric(process.metrics(), "credbridge_flowise_syncs_total")
+            syncs_before = _metric(process.metrics(), FLOWISE_RECONCILES)
             time.sleep(2 * RESYNC_SECONDS + 2)
             writes = _metric(process.metrics(), "credbridge_flowise_writes_total") - before
-            syncs = _metric(process.metrics(), "credbridge_flowise_syncs_total") - syncs_before
+            syncs = _metric(process.metrics(), FLOWISE_RECONCILES) - syncs_before
             status = len(audit.writes(since=mark, resources=["flowisetargets"], namespace=NAMESPACE))
             record(
                 Result(

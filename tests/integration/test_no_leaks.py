@@ -3,9 +3,10 @@ never show up in operator logs (debug level, text and JSON), metrics, Events, st
 annotations, admission responses, CredentialBinding statuses, rollout annotations, refusals of the
 workload read endpoint or the audit log — only inside ciphertext, the data of CredentialBinding
 Secrets, the body of a read the caller was allowed to make, and the real Flowise they are pushed to
-(whose FlowiseTarget status and Events stay clean, through pushes and a revert). Sealed values too: a
-canary sealed with `credbridge seal`, opened, misplaced, corrupted and re-sealed after a sealing key rotation
-never shows in any of these, nor in what the CLI prints."""
+(whose FlowiseTarget status and Events stay clean, through pushes and a revert). OAuth2 tokens from a
+real provider stay in their token Secret and the ciphertext, whatever `credbridge oauth2 authorize`
+prints. Sealed values too: a canary sealed with `credbridge seal`, opened, misplaced, corrupted and
+re-sealed after a sealing key rotation never shows in any of these, nor in what the CLI prints."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from kubernetes import client
 from credbridge.core import names
 from credbridge.core.flowise import target as flowise_target
 from credbridge.kube import keyrings
-from credbridge.local import controlplane
+from credbridge.local import controlplane, oauth2provider
 from credbridge.local import flowise as local_flowise
 from credbridge.testing import flowise as flowise_testing
+from credbridge.testing import oauth2 as oauth2_testing
 from credbridge.testing import objects, workloads
 from credbridge.testing import sealing as sealing_testing
 from credbridge.testing.fixtures import Namespaces
@@ -109,6 +111,41 @@ def _expect_refusal(call: Any) -> str:
     with pytest.raises(client.ApiException) as refused:
         call()
     return str(refused.value.body) + str(refused.value)
+
+
+def _cluster_haystacks(kube_api: client.ApiClient, control_plane: controlplane.ControlPlane) -> dict[str, str]:
+    """Everything the cluster shows besides Secret data: statuses, labels and annotations of credbridge's
+    objects and of every Secret, the readable keys of managed Secrets, Deployment annotations, Events
+    and the audit log, by where it was found."""
+    haystacks: dict[str, str] = {}
+    custom, core = client.CustomObjectsApi(kube_api), client.CoreV1Api(kube_api)
+    for plural in (
+        names.CREDENTIAL_PLURAL,
+        names.CREDENTIAL_SHARE_PLURAL,
+        names.CREDENTIAL_BINDING_PLURAL,
+        flowise_target.PLURAL,
+    ):
+        for item in custom.list_cluster_custom_object(names.GROUP, names.VERSION, plural)["items"]:
+            metadata = item["metadata"]
+            where = f"{plural} {metadata['namespace']}/{metadata['name']}"
+            haystacks[f"{where} status"] = json.dumps(item.get("status"))
+            haystacks[f"{where} labels+annotations"] = json.dumps([metadata.get("labels"), metadata.get("annotations")])
+    for secret in core.list_secret_for_all_namespaces().items:
+        where = f"secret {secret.metadata.namespace}/{secret.metadata.name}"
+        haystacks[f"{where} labels+annotations"] = json.dumps([secret.metadata.labels, secret.metadata.annotations])
+        if secret.type == names.SECRET_TYPE:
+            visible = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items() if k != "encryptedData"}
+            haystacks[f"{where} plain data"] = json.dumps(visible)
+    for deployment in client.AppsV1Api(kube_api).list_deployment_for_all_namespaces().items:
+        where = f"deployment {deployment.metadata.namespace}/{deployment.metadata.name}"
+        haystacks[f"{where} annotations"] = json.dumps(
+            [deployment.metadata.annotations, deployment.spec.template.metadata.annotations]
+        )
+    for event in core.list_event_for_all_namespaces().items:
+        haystacks[f"event {event.metadata.namespace}/{event.metadata.name}"] = f"{event.reason} {event.message}"
+    assert control_plane.audit_log is not None
+    haystacks["audit log"] = control_plane.audit_log.read_text()
+    return haystacks
 
 
 def test_no_canary_leaves_ciphertext(
@@ -381,33 +418,7 @@ def test_no_canary_leaves_ciphertext(
         "workload read refusals": "\n".join(refusals_seen),
         "credbridge seal output": sealed_cli.stdout + sealed_cli.stderr + resealed.stdout + resealed.stderr,
     }
-    custom, core = client.CustomObjectsApi(kube_api), client.CoreV1Api(kube_api)
-    for plural in (
-        names.CREDENTIAL_PLURAL,
-        names.CREDENTIAL_SHARE_PLURAL,
-        names.CREDENTIAL_BINDING_PLURAL,
-        flowise_target.PLURAL,
-    ):
-        for item in custom.list_cluster_custom_object(names.GROUP, names.VERSION, plural)["items"]:
-            metadata = item["metadata"]
-            where = f"{plural} {metadata['namespace']}/{metadata['name']}"
-            haystacks[f"{where} status"] = json.dumps(item.get("status"))
-            haystacks[f"{where} labels+annotations"] = json.dumps([metadata.get("labels"), metadata.get("annotations")])
-    for secret in core.list_secret_for_all_namespaces().items:
-        where = f"secret {secret.metadata.namespace}/{secret.metadata.name}"
-        haystacks[f"{where} labels+annotations"] = json.dumps([secret.metadata.labels, secret.metadata.annotations])
-        if secret.type == names.SECRET_TYPE:
-            visible = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items() if k != "encryptedData"}
-            haystacks[f"{where} plain data"] = json.dumps(visible)
-    for deployment in client.AppsV1Api(kube_api).list_deployment_for_all_namespaces().items:
-        where = f"deployment {deployment.metadata.namespace}/{deployment.metadata.name}"
-        haystacks[f"{where} annotations"] = json.dumps(
-            [deployment.metadata.annotations, deployment.spec.template.metadata.annotations]
-        )
-    for event in core.list_event_for_all_namespaces().items:
-        haystacks[f"event {event.metadata.namespace}/{event.metadata.name}"] = f"{event.reason} {event.message}"
-    assert control_plane.audit_log is not None
-    haystacks["audit log"] = control_plane.audit_log.read_text()
+    haystacks.update(_cluster_haystacks(kube_api, control_plane))
 
     assert len(haystacks) > 40, "the scan should cover many objects"
     leaks = [(where, canary[:12]) for where, text in haystacks.items() for canary in SECRET_CANARIES if canary in text]
@@ -433,3 +444,74 @@ def test_no_canary_leaves_ciphertext(
     assert "workload read of credentials/ungranted" in haystacks["operator logs"]
     assert "workload read of credentialbindings/env-binding" in haystacks["operator logs"]
     assert f"https://x:{ENV_CANARY}@h" in values_read  # the binding's rendered template was served
+
+
+def test_no_oauth2_token_leaves_its_secrets(
+    control_plane: controlplane.ControlPlane,
+    kube_api: client.ApiClient,
+    namespaces: Namespaces,
+    oauth2_provider: oauth2provider.OAuth2Provider,
+    credbridge_operator,  # type: ignore[no-untyped-def]
+) -> None:
+    """Refresh and access tokens from a real provider reach the token Secret and the ciphertext only: not
+    the output of `credbridge oauth2 authorize` (a success and each refusal), the operator's logs, statuses,
+    Events, labels, annotations or the audit log."""
+    namespace = namespaces.create("leak-oauth2")
+    cred_type = oauth2_testing.oauth2_type(f"leakOAuth2{secrets.token_hex(4)}", "authorization_code")
+    oauth2_testing.create_oauth2_type(kube_api, cred_type)
+    try:
+        outputs: list[str] = []
+        for client_id in ("rotating", "fixed"):
+            credential, client_secret = oauth2_testing.credential_objects(
+                oauth2_provider, client_id, name=client_id, type_name=cred_type.name
+            )
+            client.CoreV1Api(kube_api).create_namespaced_secret(namespace, client_secret)
+            objects.create_credential(kube_api, namespace, credential)
+            command = oauth2_testing.AuthorizeCommand(
+                control_plane.kubeconfig, namespace, client_id, "--no-browser", ca_file=oauth2_provider.ca_file
+            )
+            code, out, err = command.finish(oauth2_provider.sign_in_and_consent(command.authorization_url()))
+            assert code == 0, err
+            outputs.append(out + err)
+        # Refusals: a redirect of another authorization, and a second run whose code is replayed.
+        mismatch = oauth2_testing.AuthorizeCommand(
+            control_plane.kubeconfig, namespace, "fixed", "--no-browser", ca_file=oauth2_provider.ca_file
+        )
+        redirect = oauth2_provider.sign_in_and_consent(mismatch.authorization_url())
+        _, out, err = mismatch.finish(redirect.replace("state=", "state=x"))
+        outputs.append(out + err)
+        replay = oauth2_testing.AuthorizeCommand(
+            control_plane.kubeconfig, namespace, "fixed", "--no-browser", ca_file=oauth2_provider.ca_file
+        )
+        replay.authorization_url()
+        _, out, err = replay.finish(redirect)  # a used code of another flow: refused by state first
+        outputs.append(out + err)
+
+        tokens: list[str] = []
+        for client_id in ("rotating", "fixed"):
+            stored = objects.decoded(objects.read_secret(kube_api, namespace, f"{client_id}-tokens") or {})
+            tokens += [stored["refresh_token"], stored["access_token"]]
+            objects.wait_until(
+                lambda client_id=client_id: (
+                    "refresh_token"
+                    in ((objects.get_credential(kube_api, namespace, client_id) or {}).get("status") or {}).get(
+                        "fields", []
+                    )
+                ),
+                60,
+                "the tokens in the Credential's ciphertext",
+            )
+            assert objects.open_managed_secret(kube_api, namespace, client_id)["access_token"] in tokens
+        haystacks = {
+            "credbridge oauth2 authorize output": "\n".join(outputs),
+            "operator logs": credbridge_operator.logs(),
+        }
+        haystacks.update(_cluster_haystacks(kube_api, control_plane))
+        leaks = [(where, token[:6]) for where, text in haystacks.items() for token in tokens if token in text]
+        assert leaks == [], f"OAuth2 tokens leaked into: {leaks}"
+        # Not vacuous: the outputs hold what was done and refused, the scan saw the Credentials.
+        assert "Stored in Secret" in haystacks["credbridge oauth2 authorize output"]
+        assert "state does not match" in haystacks["credbridge oauth2 authorize output"]
+        assert f"{names.CREDENTIAL_PLURAL} {namespace}/rotating status" in haystacks
+    finally:
+        oauth2_testing.delete_oauth2_type(kube_api, cred_type)

@@ -69,11 +69,24 @@ def pod_manifest(name: str, annotations: dict[str, str], **spec: Any) -> dict[st
     }
 
 
+def with_chat_account(api: client.ApiClient, namespaces: Namespaces, labels: dict[str, str] | None = None) -> str:
+    """A fresh namespace with the ServiceAccount `chat` the Pods here run as (as in a real cluster, a Pod
+    naming a ServiceAccount is admitted only once it exists)."""
+    namespace = namespaces.create("inj", labels=labels)
+    client.CoreV1Api(api).create_namespaced_service_account(namespace, {"metadata": {"name": "chat"}})
+    return namespace
+
+
 def create_pod(api: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
     client.CoreV1Api(api).create_namespaced_pod(namespace, manifest)
     stored = client.CoreV1Api(api).read_namespaced_pod(manifest["metadata"]["name"], namespace)
     result: dict[str, Any] = api.sanitize_for_serialization(stored)
     return result
+
+
+def ours(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Volumes or mounts without the ServiceAccount token volume the cluster itself adds (`kube-api-access-*`)."""
+    return [item for item in items if not item["name"].startswith("kube-api-access-")]
 
 
 def test_the_stored_pod_has_exactly_the_injected_volumes_and_containers(
@@ -82,7 +95,7 @@ def test_the_stored_pod_has_exactly_the_injected_volumes_and_containers(
     credbridge_operator,  # type: ignore[no-untyped-def]
     endpoint_certificate: workloads.EndpointCertificate,
 ) -> None:
-    namespace = namespaces.create("inj", labels=OPTED_IN)
+    namespace = with_chat_account(kube_api, namespaces, OPTED_IN)
     migrate = {"name": "migrate", "image": "chat:1"}
     stored = create_pod(
         kube_api,
@@ -95,7 +108,7 @@ def test_the_stored_pod_has_exactly_the_injected_volumes_and_containers(
         ),
     )
     spec = stored["spec"]
-    assert [v["name"] for v in spec["volumes"]] == ["config", "credbridge-token", "credbridge-values"]
+    assert [v["name"] for v in ours(spec["volumes"])] == ["config", "credbridge-token", "credbridge-values"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["credbridge-token"]["projected"]["sources"] == [
         {"serviceAccountToken": {"audience": "credbridge.io", "expirationSeconds": 3600, "path": "token"}}
@@ -118,13 +131,13 @@ def test_the_stored_pod_has_exactly_the_injected_volumes_and_containers(
     assert set(env) == {"CREDBRIDGE_ENDPOINT", "CREDBRIDGE_TOKEN_FILE", "CREDBRIDGE_NAMESPACE", "CREDBRIDGE_CA_DATA"}
     assert env["CREDBRIDGE_ENDPOINT"]["value"] == f"https://127.0.0.1:{credbridge_operator.process.endpoint_port}"
     assert env["CREDBRIDGE_CA_DATA"]["value"] == endpoint_certificate.ca_pem
-    mounts = [(m["name"], m["mountPath"], bool(m.get("readOnly"))) for m in fetch["volumeMounts"]]
+    mounts = [(m["name"], m["mountPath"], bool(m.get("readOnly"))) for m in ours(fetch["volumeMounts"])]
     assert mounts == [
         ("credbridge-token", injection.TOKEN_DIR, True),
         ("credbridge-values", injection.VALUES_DIR, False),
     ]
     for container in (spec["containers"][0], spec["initContainers"][1]):
-        assert [(m["name"], m["mountPath"], m.get("readOnly")) for m in container["volumeMounts"]] == [
+        assert [(m["name"], m["mountPath"], m.get("readOnly")) for m in ours(container["volumeMounts"])] == [
             ("credbridge-values", injection.VALUES_DIR, True)
         ], container["name"]
 
@@ -132,24 +145,26 @@ def test_the_stored_pod_has_exactly_the_injected_volumes_and_containers(
 def test_pods_elsewhere_and_pods_without_the_annotation_are_not_changed(
     control_plane: controlplane.ControlPlane, kube_api: client.ApiClient, namespaces: Namespaces
 ) -> None:
-    opted_in = namespaces.create("inj", labels=OPTED_IN)
+    opted_in = with_chat_account(kube_api, namespaces, OPTED_IN)
     plain = create_pod(kube_api, opted_in, pod_manifest("plain", {}))
     assert "initContainers" not in plain["spec"] or not plain["spec"]["initContainers"]
-    assert [v["name"] for v in plain["spec"].get("volumes") or []] == []
+    assert [v["name"] for v in ours(plain["spec"].get("volumes") or [])] == []
 
-    elsewhere = namespaces.create("inj")
+    elsewhere = with_chat_account(kube_api, namespaces)
     manifest = pod_manifest("chat", {names.INJECT_ANNOTATION: "chat-openai"})
     result = kubectl_run(control_plane, "create", "-n", elsewhere, "-f", "-", input=_yaml(manifest))
     assert result.returncode == 0, result.stderr
     assert "credbridge.io/injection=enabled" in result.stderr  # the admission warning kubectl prints
     stored = client.CoreV1Api(kube_api).read_namespaced_pod("chat", elsewhere)
-    assert not stored.spec.init_containers and not stored.spec.volumes
+    assert not stored.spec.init_containers
+    added = [volume.name for volume in stored.spec.volumes or [] if not volume.name.startswith("kube-api-access-")]
+    assert added == []
 
 
 def test_bad_annotations_are_refused_with_the_fix(
-    control_plane: controlplane.ControlPlane, namespaces: Namespaces
+    control_plane: controlplane.ControlPlane, kube_api: client.ApiClient, namespaces: Namespaces
 ) -> None:
-    namespace = namespaces.create("inj", labels=OPTED_IN)
+    namespace = with_chat_account(kube_api, namespaces, OPTED_IN)
     for pod_annotations, fragment in (
         ({names.INJECT_ANNOTATION: "Not_A_Name"}, "is not a CredentialBinding name"),
         ({names.INJECT_ANNOTATION: "chat", injection.REFRESH_ANNOTATION: "often"}, "whole number of seconds"),

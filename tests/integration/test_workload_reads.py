@@ -204,12 +204,13 @@ def test_a_token_of_a_deleted_service_account_is_refused(
     deleted = time.monotonic()
     refused = wait_for(
         lambda: (r := endpoint.read(namespace, "credentials", "openai", token)).status == 401 and r,
-        timeout=TOKEN_REVIEW_TTL + 15,
+        timeout=TOKEN_REVIEW_TTL + 45,
         message="the deleted ServiceAccount's token to be refused",
     )
     assert "the API server did not accept the token" in refused.message
-    # Refused within the review cache's lifetime (plus the API server noticing the deletion).
-    assert time.monotonic() - deleted < TOKEN_REVIEW_TTL + 15
+    # Refused within the review cache's lifetime, plus the API server noticing the deletion (generous:
+    # on a busy machine the service-account deletion takes a while to reach the authenticator).
+    assert time.monotonic() - deleted < TOKEN_REVIEW_TTL + 45
 
 
 def test_without_use_the_answer_names_the_missing_permission(

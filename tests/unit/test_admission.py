@@ -533,3 +533,19 @@ def test_a_metadata_only_change_of_a_binding_is_not_judged_again() -> None:
     broken = binding_object(template={"K": "${apiKey}"})
     labelled = {**broken, "metadata": {**broken["metadata"], "labels": {"x": "y"}}}
     assert review_binding(labelled, old=broken).allowed
+
+
+def test_troubleshooting_lint_warns_without_refusing_and_without_the_value() -> None:
+    anthropic_key = "sk-ant-api03-" + CANARY
+    decision = review("CREATE", credential(data={"openAIApiKey": anthropic_key + "\n"}), None, literal_secrets="allow")
+    assert decision.allowed
+    assert len(decision.warnings) == 2
+    assert any("line break" in warning for warning in decision.warnings)
+    assert any("anthropicApi" in warning for warning in decision.warnings)
+    assert not [warning for warning in decision.warnings if CANARY in warning]
+
+
+def test_an_env_reference_with_a_stray_space_is_a_warning() -> None:
+    decision = review("CREATE", credential(data={"openAIApiKey": " <<CRED_OPENAI_API_KEY>>"}), None)
+    assert decision.allowed
+    assert [warning for warning in decision.warnings if "leading whitespace" in warning]

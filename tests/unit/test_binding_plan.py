@@ -260,23 +260,6 @@ def test_a_reference_to_another_namespace_is_refused() -> None:
     assert binding.reference_problem("team-b.openai") is None
 
 
-def share(name: str, allow: bool | None, namespaces: list[str]) -> views.ShareView:
-    spec: dict[str, typing.Any] = {"credential": "openai", "namespaces": namespaces}
-    if allow is not None:
-        spec["allowPlaintextBindings"] = allow
-    return views.ShareView.from_object({"metadata": {"name": name, "namespace": "team-a"}, "spec": spec})
-
-
-def test_a_share_must_allow_plain_bindings_of_its_mirrors() -> None:
-    mirror = credential("team-a.openai", shared_from=("team-a", "openai"))
-    namespace = views.NamespaceView.from_object({"metadata": {"name": "team-b", "labels": {}}})
-    denial = binding.share_denial("team-b", mirror, [share("to-b", None, ["team-b"])], namespace)
-    assert denial is not None and "to-b" in denial and "allowPlaintextBindings" in denial
-    assert binding.share_denial("team-b", mirror, [share("to-b", True, ["team-b"])], namespace) is None
-    # A share that allows it but covers another namespace does not count.
-    assert binding.share_denial("team-b", mirror, [share("to-c", True, ["team-c"])], namespace) is not None
-
-
 def test_usage_status_lists_bindings_and_counts_them() -> None:
     assert binding.usage_status(["b", "a", "b"], ["web-2", "web-1"]) == {
         "usedBy": ["a", "b"],

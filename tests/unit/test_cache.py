@@ -7,7 +7,9 @@ import typing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from credbridge.core import names, views
+from credbridge.core import binding, names, views
+from credbridge.core.flowise import target
+from credbridge.operator import bindings, consumer
 from credbridge.operator import cache as cache_module
 
 
@@ -213,3 +215,108 @@ def test_indexes_always_equal_a_scan_of_the_cached_views(operations: list[tuple[
         )
     for secret in ("db", "api", "cache"):
         assert cache.reading_secret("team-a", secret) == sorted(v.key for v in cached if secret in v.referenced_secrets)
+
+
+# ---- stores of the kinds consumers own (CredentialBindings, FlowiseTargets) --------------------
+
+
+def binding_view(name: str, version: int, credential: str, secret: str | None, written: str | None) -> typing.Any:
+    spec: dict[str, typing.Any] = {"credential": credential}
+    if secret:
+        spec["secret"] = {"name": secret}
+    return binding.BindingView.from_object(
+        {
+            "metadata": {"namespace": "team-a", "name": name, "uid": f"uid-{name}", "resourceVersion": str(version)},
+            "spec": spec,
+            "status": {"secretName": written} if written else {},
+        }
+    )
+
+
+def target_view(name: str, version: int, namespace: str, key_secret: str, ca_secret: str | None) -> typing.Any:
+    spec: dict[str, typing.Any] = {"url": "https://flowise.example", "apiKeySecretRef": {"name": key_secret}}
+    if ca_secret:
+        spec["tls"] = {"caSecretRef": {"name": ca_secret}}
+    return target.TargetView.from_object(
+        {
+            "metadata": {"namespace": namespace, "name": name, "uid": f"uid-{name}", "resourceVersion": str(version)},
+            "spec": spec,
+        }
+    )
+
+
+def assert_indexes_equal_a_scan(
+    store: cache_module.Store[typing.Any], indexes: typing.Mapping[str, typing.Any]
+) -> None:
+    cached = [view for key in store.key_list() if (view := store.get(key)) is not None]
+    for name, function in indexes.items():
+        scanned: dict[typing.Any, set[views.Key]] = {}
+        for view in cached:
+            for value in set(function(view)):
+                scanned.setdefault(value, set()).add(view.key)
+        assert store.index_snapshot(name) == scanned, name
+        for value, keys in scanned.items():
+            assert store.lookup_keys(name, value) == sorted(keys)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    operations=st.lists(
+        st.tuples(
+            st.sampled_from(["b1", "b2", "b3"]),
+            st.sampled_from(["openai", "team-x.openai", "db"]),
+            st.sampled_from([None, "out-1", "out-2"]),
+            st.sampled_from([None, "out-1", "old"]),
+            st.sampled_from(["put", "late", "delete"]),
+        ),
+        max_size=40,
+    )
+)
+def test_binding_indexes_always_equal_a_scan(
+    operations: list[tuple[str, str, str | None, str | None, str]],
+) -> None:
+    store = cache_module.Cache().store(names.CREDENTIAL_BINDING_PLURAL, bindings.BindingController.INDEXES)
+    for version, (name, credential_name, secret, written, action) in enumerate(operations, start=2):
+        if action == "delete":
+            store.remove(("team-a", name))
+        else:
+            # A late event carries an older version than what may be stored: it must change nothing.
+            store.put(binding_view(name, 1 if action == "late" else version, credential_name, secret, written))
+        assert_indexes_equal_a_scan(store, bindings.BindingController.INDEXES)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    operations=st.lists(
+        st.tuples(
+            st.sampled_from(["t1", "t2"]),
+            st.sampled_from(["team-a", "team-b"]),
+            st.sampled_from(["key", "other-key"]),
+            st.sampled_from([None, "ca", "key"]),
+            st.sampled_from(["put", "late", "delete"]),
+        ),
+        max_size=40,
+    )
+)
+def test_external_sync_indexes_always_equal_a_scan(
+    operations: list[tuple[str, str, str, str | None, str]],
+) -> None:
+    store = cache_module.Cache().store("flowisetargets", consumer.ExternalSync.INDEXES)
+    for version, (name, namespace, key_secret, ca_secret, action) in enumerate(operations, start=2):
+        if action == "delete":
+            store.remove((namespace, name))
+        else:
+            store.put(target_view(name, 1 if action == "late" else version, namespace, key_secret, ca_secret))
+        assert_indexes_equal_a_scan(store, consumer.ExternalSync.INDEXES)
+
+
+def test_a_store_keeps_the_newest_version_and_tells_what_it_replaced() -> None:
+    store = cache_module.Cache().store(names.CREDENTIAL_BINDING_PLURAL, bindings.BindingController.INDEXES)
+    first = binding_view("b", 5, "openai", "out", None)
+    assert store.put(first) == (True, None)
+    assert store.put(binding_view("b", 4, "db", "other", None)) == (False, first)
+    newer = binding_view("b", 6, "db", "out", "out")
+    assert store.put(newer) == (True, first)
+    assert store.lookup_keys("credential", ("team-a", "openai")) == []
+    assert store.lookup("credential", ("team-a", "db")) == [newer]
+    assert store.remove(("team-a", "b")) == newer and len(store) == 0

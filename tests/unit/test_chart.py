@@ -17,6 +17,9 @@ import pytest
 import yaml
 from cryptography import x509
 
+from credbridge.cli import flags
+from credbridge.cli import main as cli_main
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "credbridge"
 CI_VALUES = CHART / "ci" / "ci-values.yaml"
@@ -121,6 +124,34 @@ def test_container_args_reflect_values(helm: pathlib.Path, tmp_path: pathlib.Pat
     assert "--binding-secrets=deny" in args
     assert "--binding-rollouts=off" in args
     assert "--rollout-debounce=5" in args
+
+
+def _lookup(values: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        values = values[part]
+    return values
+
+
+def test_chart_defaults_equal_the_operator_settings() -> None:
+    """Every Helm value that sets a flag defaults to what the operator defaults to without the flag."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    mapped = flags.chart_defaults()
+    assert {"workers", "bindings.secrets", "flowise.resyncSeconds", "endpoint.readRate"} <= set(mapped)
+    for chart_path, (settings_path, default) in mapped.items():
+        chart_value = _lookup(values, chart_path)
+        expected = list(default) if isinstance(default, tuple) else default
+        assert chart_value == expected, (
+            f"values.yaml {chart_path} = {chart_value!r}, settings {settings_path} = {default!r}"
+        )
+
+
+def test_the_rendered_default_flags_give_the_operator_its_default_settings(helm: pathlib.Path) -> None:
+    """The chart's default args, parsed by `credbridge run`, leave every chart-mapped setting at its default."""
+    args = container_args(render(helm))
+    parsed = cli_main.build_parser().parse_args(args if args[:1] == ["run"] else ["run", *args])
+    given = flags.values(parsed, flags.options())
+    for _, (settings_path, default) in flags.chart_defaults().items():
+        assert given[settings_path] == default, settings_path
 
 
 def test_default_args_watch_all_namespaces_and_use_the_mounted_certificate(helm: pathlib.Path) -> None:
@@ -497,3 +528,45 @@ def test_schema_rejects_bad_endpoint_and_injection_values(helm: pathlib.Path, ar
     result = run_helm(helm, "template", "credbridge", str(CHART), "--namespace", NAMESPACE, *args)
     assert result.returncode != 0
     assert "schema" in result.stderr.lower(), result.stderr
+
+
+def test_the_prometheus_rule_is_off_by_default_and_alerts_on_expiry_and_invalid_credentials(helm: pathlib.Path) -> None:
+    assert not [obj for obj in render(helm) if obj.get("kind") == "PrometheusRule"]
+    rules = [
+        obj
+        for obj in render(helm, "--set", "metrics.prometheusRule.enabled=true")
+        if obj.get("kind") == "PrometheusRule"
+    ]
+    assert len(rules) == 1
+    alerts = {rule["alert"]: rule for rule in rules[0]["spec"]["groups"][0]["rules"]}
+    assert set(alerts) == {
+        "CredbridgeCredentialExpiringSoon",
+        "CredbridgeCredentialExpired",
+        "CredbridgeCredentialInvalid",
+    }
+    assert "credbridge_credential_expiration_timestamp_seconds" in alerts["CredbridgeCredentialExpired"]["expr"]
+    assert 'outcome=~"Invalid|Forbidden"' in alerts["CredbridgeCredentialInvalid"]["expr"]
+
+
+def test_crd_schemas_are_structural_where_the_api_server_checks_it() -> None:
+    """The API server refuses a schema node with both `properties` and `additionalProperties`: catch it here,
+    before a control plane refuses to install the CRDs."""
+
+    def walk(node: Any, where: str) -> list[str]:
+        found: list[str] = []
+        if isinstance(node, dict):
+            if "properties" in node and "additionalProperties" in node:
+                found.append(where)
+            for key, child in node.items():
+                found.extend(walk(child, f"{where}.{key}"))
+        elif isinstance(node, list):
+            for index, child in enumerate(node):
+                found.extend(walk(child, f"{where}[{index}]"))
+        return found
+
+    problems = []
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            for version in (document or {}).get("spec", {}).get("versions", []):
+                problems += walk(version.get("schema", {}), f"{path.name}:{version.get('name')}")
+    assert problems == []

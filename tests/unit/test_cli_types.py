@@ -88,3 +88,12 @@ def test_console_script_runs_the_types_command() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["spec"]["name"] == "openAIApi"
+
+
+def test_an_oauth2_type_shows_its_grant_and_token_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "types", "slackOAuth2")
+    assert code == 0
+    assert "OAuth2: grant authorization_code, client authentication client_secret_post" in out
+    assert "refresh_token" in out.splitlines()[-1]
+    code, out, _ = run(capsys, "types", "-o", "yaml", "slackOAuth2")
+    assert code == 0 and yaml.safe_load(out)["spec"]["oauth2"] == {"grant": "authorization_code"}

@@ -426,3 +426,15 @@ def test_sealed_values_are_checked_for_form_and_place_without_opening_them(
     assert any(line.startswith(f"{broken}:0:") and "is not a sealed value" in line for line in lines)
     assert any(line.startswith(f"{twice}:0:") and "set in both spec.sealedData and spec.data" in line for line in lines)
     assert CANARY not in out
+
+
+def test_troubleshooting_lint_is_a_warning_in_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(
+        tmp_path,
+        "wrong-type.yaml",
+        credential("openai", "openAIApi", {"openAIApiKey": '"sk-ant-api03-abcdefghijklmnopqrstuv"'}),
+    )
+    code, out, _ = run(capsys, "-f", str(path), "--literal-secrets", "allow")
+    assert code == 0
+    assert "warning: field 'openAIApiKey' looks like an Anthropic API key" in out
+    assert "abcdefghijklmnop" not in out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import http.server
 import json
 import os
@@ -230,12 +231,24 @@ def test_refusals_are_not_retried_and_carry_the_endpoints_message(stand_in: work
     )
 
 
-def test_busy_until_the_timeout_is_unavailable(stand_in: workloadclient.Connection) -> None:
-    StandIn.answers = [(503, {"Retry-After": "30"}, {"message": "not ready"})]
+def test_busy_until_the_timeout_is_unavailable_after_exactly_the_timeout(
+    stand_in: workloadclient.Connection,
+) -> None:
+    # --timeout 8 against a 503 with Retry-After: 5 tries at 0 s, 5 s and 8 s, then gives up, saying so.
+    StandIn.answers = [(503, {"Retry-After": "5"}, {"message": "not ready"})] * 3
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    connection = dataclasses.replace(stand_in, timeout=8.0)
     with pytest.raises(workloadclient.ClientError) as refused:
-        workloadclient.Reader(stand_in).read("credentials", "openai")
+        workloadclient.Reader(connection, sleep=sleep, clock=lambda: now[0]).read("credentials", "openai")
     assert refused.value.exit_code == workloadclient.EXIT_UNAVAILABLE
-    assert "raise --timeout" in str(refused.value)
+    assert slept == [5.0, 3.0] and len(StandIn.seen) == 3
+    assert "still after 8s" in str(refused.value) and "raise --timeout" in str(refused.value)
 
 
 def test_an_untrusted_certificate_is_refused_naming_the_ca_flag(stand_in: workloadclient.Connection) -> None:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from credbridge.cli import dev, main
-from credbridge.core import envrefs, tenancy
+from credbridge.core import envrefs, release
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
@@ -41,7 +41,7 @@ def test_the_demo_grants_the_variables_its_bindings_render_to_their_namespace() 
         namespace = binding["metadata"]["namespace"]
         credential = credentials[(namespace, binding["spec"]["credential"])]
         data = credential["spec"].get("data") or {}
-        assert tenancy.plaintext_denial(data, namespace, policy, output="a binding") is None, binding["metadata"]
+        assert release.env_denial(data, namespace, policy, output="a binding") is None, binding["metadata"]
 
 
 def test_the_sealing_example_seals_its_password_and_keeps_the_rest_readable(

@@ -4,6 +4,7 @@ time and memory, and never quoting what was sent."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -85,6 +86,29 @@ def test_a_slow_server_is_cut_off_at_the_request_timeout(broken_flowise: Callabl
         make(server.url, request_timeout=2.0).list_credentials()
     assert "did not answer within 2s" in str(raised.value)
     assert time.monotonic() - started < 10, "the watchdog ends the request, not the server"
+
+
+class _LateTimer(threading.Timer):
+    """A watchdog whose `finished` flag is set long after it cut the connection, as on a busy machine."""
+
+    def run(self) -> None:
+        self.finished.wait(self.interval)
+        if not self.finished.is_set():
+            self.function(*self.args, **self.kwargs)
+            time.sleep(3)
+        self.finished.set()
+
+
+def test_a_timeout_is_reported_as_one_even_when_the_watchdog_thread_lags(
+    broken_flowise: Callable[..., BrokenFlowise], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cut read fails at once (IncompleteRead or a reset) while the watchdog thread has not
+    # finished yet: the error must still say "did not answer", not "not reachable".
+    monkeypatch.setattr(client.threading, "Timer", _LateTimer)
+    server = broken_flowise("slow:0.5")
+    with pytest.raises(client.Unreachable) as raised:
+        make(server.url, request_timeout=2.0).list_credentials()
+    assert "did not answer within 2s" in str(raised.value), str(raised.value)
 
 
 def test_connection_problems_and_tls(broken_flowise: Callable[..., BrokenFlowise]) -> None:

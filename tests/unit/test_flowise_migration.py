@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import base64
 
-from credbridge.core import redaction, registry, validation
+from credbridge.core import redaction, registry, validation, views
 from credbridge.core.flowise import migration
+from credbridge.core.oauth2 import store
 
 TYPES = registry.Registry.builtin()
 ID = "0b6d3f1e-1d8e-4a47-9a53-5e4a3f0b9c11"
@@ -91,3 +92,49 @@ def test_names_are_dns_labels_and_unique_within_a_batch() -> None:
         "prod-openai",
         "prod-openai-22222222",
     ]
+
+
+def test_an_oauth2_credential_keeps_its_tokens_where_authorize_and_the_refresh_write() -> None:
+    refresh, access = "1//refresh-canary-from-flowise", "ya29.access-canary-from-flowise"
+    fields = {
+        "clientId": "cid",
+        "clientSecret": "client-secret-canary",
+        "access_token": access,
+        "refresh_token": refresh,
+        "token_type": "Bearer",
+        "expires_in": "3599",
+        "expires_at": "2026-05-01T12:59:59.123Z",
+        "token_received_at": "2026-05-01T12:00:00.123Z",
+        "scope": "https://www.googleapis.com/auth/gmail.readonly",
+    }
+    result = migration.import_credential(
+        stored("Team Gmail", "gmailOAuth2", fields), namespace="team-a", name="team-gmail", types=TYPES, source="t"
+    )
+    assert isinstance(result, migration.Imported) and result.warnings == ()
+    assert result.secret is not None
+    data = {key: base64.b64decode(value).decode() for key, value in result.secret["data"].items()}
+    assert data["refresh_token"] == refresh and data["access_token"] == access
+    assert data["expires_at"] == "2026-05-01T12:59:59.123Z"
+    value_from = result.credential["spec"]["valueFrom"]
+    assert value_from["refresh_token"] == {"secretKeyRef": {"name": "team-gmail-values", "key": "refresh_token"}}
+    gmail = TYPES.get("gmailOAuth2")
+    assert validation.check_spec(gmail, "gmailOAuth2", {}, list(value_from)) == []
+    view = views.CredentialView.from_object(result.credential)
+    assert store.token_store(view, gmail).secret_name == "team-gmail-values"
+    assert refresh not in repr(result) and access not in repr(result)
+
+
+def test_an_oauth2_credential_never_authorized_in_flowise_can_be_authorized_after_the_import() -> None:
+    result = migration.import_credential(
+        stored("New Gmail", "gmailOAuth2", {"clientId": "cid", "clientSecret": "s"}),
+        namespace="team-a",
+        name="new-gmail",
+        types=TYPES,
+        source="t",
+    )
+    assert isinstance(result, migration.Imported)
+    value_from = result.credential["spec"]["valueFrom"]
+    for field in ("refresh_token", "access_token", "expires_at", "token_received_at"):
+        assert value_from[field] == {"secretKeyRef": {"name": "new-gmail-values", "key": field, "optional": True}}
+    view = views.CredentialView.from_object(result.credential)
+    assert store.token_store(view, TYPES.get("gmailOAuth2")).keys["refresh_token"] == "refresh_token"

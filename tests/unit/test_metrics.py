@@ -9,7 +9,7 @@ from credbridge.operator import metrics
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def scrape(collector: metrics.StateCollector) -> Samples:
+def scrape(collector: metrics.StateCollector | metrics.VerificationCollector) -> Samples:
     """Every sample of one collect(), keyed by metric name and sorted labels."""
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -114,3 +114,39 @@ def test_the_module_registry_exposes_the_state_and_counters_in_text_format() -> 
     assert "# TYPE credbridge_reencryption_pending gauge" in text
     after = prometheus_client.generate_latest(metrics.REGISTRY).decode()
     assert "testMetricsType" not in after
+
+
+def test_verification_gauges_follow_cert_manager_s_shape_with_names_never_values() -> None:
+    collector = metrics.VerificationCollector()
+    collector.set_credential(
+        ("team-a", "gh"),
+        "githubApi",
+        outcome="Valid",
+        expires_at=1_900_000_000.0,
+        last_verified=1_800_000_000.0,
+        last_rotated=1_700_000_000.0,
+    )
+    collector.set_credential(
+        ("team-a", "openai"),
+        "openAIApi",
+        outcome="Invalid",
+        expires_at=None,
+        last_verified=1_800_000_100.0,
+        last_rotated=None,
+    )
+    samples = scrape(collector)
+    gh = (("name", "gh"), ("namespace", "team-a"), ("type", "githubApi"))
+    assert samples[("credbridge_credential_expiration_timestamp_seconds", gh)] == 1_900_000_000.0
+    assert samples[("credbridge_credential_last_rotated_timestamp_seconds", gh)] == 1_700_000_000.0
+    openai = (("name", "openai"), ("namespace", "team-a"), ("outcome", "Invalid"), ("type", "openAIApi"))
+    assert samples[("credbridge_credential_verified", openai)] == 1
+    assert not [
+        key for key in samples if key[0].startswith("credbridge_credential_expiration") and ("name", "openai") in key[1]
+    ]
+    collector.forget_credential(("team-a", "gh"))
+    assert not [key for key in scrape(collector) if ("name", "gh") in key[1]]
+
+
+def test_verification_gauges_are_served_by_the_operator_registry() -> None:
+    text = prometheus_client.generate_latest(metrics.REGISTRY).decode()
+    assert "credbridge_credential_verified" in text

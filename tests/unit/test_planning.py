@@ -858,3 +858,17 @@ def test_status_patch_holds_only_the_changed_keys_and_leaves_unmentioned_keys_al
 
 def test_status_patch_adds_keys_the_current_status_lacks() -> None:
     assert planning.status_patch({}, {"keyId": "aaaaaaaa"}) == {"keyId": "aaaaaaaa"}
+
+
+def test_conditions_of_other_writers_are_kept_and_ready_stays_first() -> None:
+    view, secret = ready_state()
+    verified = {"type": "Verified", "status": "False", "reason": "Invalid", "message": "401"}
+    with_verified = credential(status={**view.status, "conditions": [verified, *view.status["conditions"]]})
+
+    again = plan(with_verified, current=secret, now=LATER)
+    assert [condition["type"] for condition in again.status["conditions"]] == ["Ready", "Verified"]
+    assert again.status["conditions"][1] == verified
+
+    failed = plan(with_verified, current=secret, now=LATER, env={})
+    assert failed.failure is not None
+    assert [condition["type"] for condition in failed.status["conditions"]] == ["Ready", "Verified"]

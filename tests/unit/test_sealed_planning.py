@@ -9,7 +9,7 @@ import typing
 
 import pytest
 
-from credbridge.core import admission, envelope, envrefs, keyring, names, planning, registry, sealing, tenancy
+from credbridge.core import admission, envelope, envrefs, keyring, names, planning, registry, release, sealing
 from credbridge.testing.randomness import deterministic_random
 
 NOW = "2024-05-01T10:00:00Z"
@@ -113,7 +113,7 @@ def test_sealed_plaintext_is_used_literally_never_as_an_env_reference() -> None:
     assert result.failure is None
     assert opened(result, view) == {"openAIApiKey": "<<CRED_TEAM_A_KEY>>"}
     # And the release rule lets it out as what it is: team-b's own (literal) value, not team-a's variable.
-    assert tenancy.plaintext_denial(view.data, "team-b", policy, output="a binding") is None
+    assert release.env_denial(view.data, "team-b", policy, output="a binding") is None
     escaped = sealed("\\<<x>>", namespace="team-b", name="attack")
     assert opened(plan(credential({"openAIApiKey": escaped}, namespace="team-b", name="attack")), view) == {
         "openAIApiKey": "\\<<x>>"

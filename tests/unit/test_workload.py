@@ -8,10 +8,12 @@ import typing
 
 import pytest
 
-from credbridge.core import binding, envrefs, names, redaction, reviewcache, views, workload
+from credbridge.core import binding, envrefs, names, redaction, release, reviewcache, views, workload
 
 CHAT = reviewcache.Identity(username="system:serviceaccount:team-b:chat", groups=("system:serviceaccounts",))
-GRANTING = envrefs.EnvPolicy(namespace_rules=(("CRED_TEAM_B_*", ("team-b",)), ("CRED_TEAM_A_*", ("team-a",))))
+GRANTING = release.Policy(
+    env=envrefs.EnvPolicy(namespace_rules=(("CRED_TEAM_B_*", ("team-b",)), ("CRED_TEAM_A_*", ("team-a",))))
+)
 CANARY = "sk-canary-workload-91c2"
 
 
@@ -152,9 +154,9 @@ def test_a_binding_naming_a_missing_credential_says_so_to_whoever_may_use_the_bi
 
 def test_a_ready_credential_with_granted_or_no_references_is_released() -> None:
     for data in ({"openAIApiKey": "<<CRED_TEAM_B_OPENAI>>"}, {"openAIApiKey": "literal"}):
-        release = workload.release_credential(CHAT, TARGET, TARGET, credential(data=data), None, GRANTING)
-        assert isinstance(release, workload.Release)
-        assert release.credential.name == "openai"
+        released = workload.release_credential(CHAT, TARGET, TARGET, credential(data=data), None, GRANTING)
+        assert isinstance(released, workload.Release)
+        assert released.credential.name == "openai"
 
 
 def test_a_credential_that_is_not_ready_is_a_503_with_retry() -> None:
@@ -173,8 +175,9 @@ def test_env_values_not_granted_to_the_namespace_are_not_released() -> None:
 
 
 def test_the_allow_list_alone_is_no_grant() -> None:
+    no_rules = release.Policy(env=envrefs.EnvPolicy())
     answer = workload.release_credential(
-        CHAT, TARGET, TARGET, credential(data={"openAIApiKey": "<<CRED_X>>"}), None, envrefs.EnvPolicy()
+        CHAT, TARGET, TARGET, credential(data={"openAIApiKey": "<<CRED_X>>"}), None, no_rules
     )
     assert isinstance(answer, workload.Answer) and answer.result == "not_plaintext"
 
@@ -183,8 +186,8 @@ def test_a_mirror_is_judged_by_its_source_in_the_source_namespace() -> None:
     mirror = credential("team-a.openai", "team-b", shared_from=("team-a", "openai"))
     target = workload.Target("team-b", names.CREDENTIAL_PLURAL, "team-a.openai")
     granted_source = credential("openai", "team-a", {"openAIApiKey": "<<CRED_TEAM_A_OPENAI>>"})
-    release = workload.release_credential(CHAT, target, target, mirror, granted_source, GRANTING)
-    assert isinstance(release, workload.Release) and release.credential.name == "team-a.openai"
+    released = workload.release_credential(CHAT, target, target, mirror, granted_source, GRANTING)
+    assert isinstance(released, workload.Release) and released.credential.name == "team-a.openai"
 
     ungranted_source = credential("openai", "team-a", {"openAIApiKey": "<<CRED_TEAM_B_OPENAI>>"})
     answer = workload.release_credential(CHAT, target, target, mirror, ungranted_source, GRANTING)
@@ -199,10 +202,10 @@ def test_a_mirror_is_judged_by_its_source_in_the_source_namespace() -> None:
 
 
 def test_values_go_only_into_the_body_of_a_200_answer_that_is_never_cached() -> None:
-    release = workload.release_credential(CHAT, TARGET, TARGET, credential(), None, GRANTING)
-    assert isinstance(release, workload.Release)
+    released = workload.release_credential(CHAT, TARGET, TARGET, credential(), None, GRANTING)
+    assert isinstance(released, workload.Release)
     answer = workload.values_answer(
-        TARGET, redaction.SecretFields({"openAIApiKey": CANARY}), credential=release.credential
+        TARGET, redaction.SecretFields({"openAIApiKey": CANARY}), credential=released.credential
     )
     assert answer.status == 200 and answer.result == "ok"
     assert answer.headers["Cache-Control"] == "no-store"

@@ -36,6 +36,22 @@ DEMO_ENV = {
     "CRED_DEMO_OPENAI_API_KEY": "sk-demo-0000000000000000000000000000",
 }
 DEMO_ENV_POLICY = ("CRED_DEMO_*=team-a",)
+OPERATOR_SERVICE_ACCOUNT = "credbridge"
+"""The ServiceAccount the chart (release `credbridge`) creates; the dev operator acts as it."""
+DEV_WEBHOOK_RULES = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRole",
+    "metadata": {"name": "credbridge-dev-webhooks"},
+    "rules": [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
+            "verbs": ["get", "list", "watch", "create", "update", "patch"],
+        }
+    ],
+}
+"""What the dev operator needs beyond the chart's ClusterRole: in a cluster the chart owns the webhook
+configurations; here the operator manages its own (a self-made certificate on 127.0.0.1)."""
 """--env-policy rules of the demo operator: the demo's variables belong to team-a, so team-a's
 CredentialBindings may render them into plain Secrets, and workloads read them as plaintext there
 (and from its mirrors) — the tenancy rule, docs/consumers.md."""
@@ -149,6 +165,7 @@ def _start_operator(state: dict[str, Any]) -> None:
         return
     kubectl = [state["kubectl"], "--kubeconfig", state["kubeconfig"]]
     subprocess.run([*kubectl, "create", "namespace", OPERATOR_NAMESPACE], capture_output=True, check=False)
+    kubeconfig = _operator_identity(state)
     log = STATE_DIR.resolve() / "operator.log"
     # The workload read endpoint's certificate, in a place `credbridge env --ca-file` can name.
     endpoint_dir = STATE_DIR.resolve() / "endpoint"
@@ -157,7 +174,7 @@ def _start_operator(state: dict[str, Any]) -> None:
     (endpoint_dir / "ca.crt").write_bytes(ca.cert_pem)
     print(f"credbridge: starting the operator (log: {log})", file=sys.stderr)
     process = operator.start(
-        pathlib.Path(state["kubeconfig"]),
+        kubeconfig,
         log,
         args=[
             "--operator-namespace",
@@ -186,6 +203,49 @@ def _start_operator(state: dict[str, Any]) -> None:
     )
     state["endpoint"] = {"url": f"https://127.0.0.1:{process.endpoint_port}", "ca": str(endpoint_dir / "ca.crt")}
     _save(state)
+
+
+def _operator_identity(state: dict[str, Any]) -> pathlib.Path:
+    """Installs the chart's ServiceAccount and ClusterRole and returns a kubeconfig that acts as that
+    ServiceAccount, so the dev operator has exactly the rights an installed one has (plus managing its own
+    webhook configurations). Your kubeconfig (credbridge-admin) is then someone else to the operator: its
+    admission checks — the in-use check, read-only mirrors — apply to you as they would in a cluster."""
+    binaries = controlplane.Binaries.locate()
+    rendered = subprocess.run(
+        [
+            str(binaries.helm),
+            "template",
+            "credbridge",
+            str(controlplane.REPO_ROOT / "charts" / "credbridge"),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/clusterrole.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "credbridge-dev-webhooks"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "credbridge-dev-webhooks"},
+        "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SERVICE_ACCOUNT, "namespace": OPERATOR_NAMESPACE}],
+    }
+    manifests = "\n---\n".join([rendered, json.dumps(DEV_WEBHOOK_RULES), json.dumps(binding)])
+    subprocess.run(
+        [state["kubectl"], "--kubeconfig", state["kubeconfig"], "apply", "-f", "-"],
+        input=manifests,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    user = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"
+    groups = ("system:serviceaccounts", f"system:serviceaccounts:{OPERATOR_NAMESPACE}")
+    return controlplane.client_kubeconfig(pathlib.Path(state["kubeconfig"]).parent, state["server"], user, groups)
 
 
 def _restart(name: str) -> int:

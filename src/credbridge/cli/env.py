@@ -29,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             f"RBAC verb {names.USE_VERB} on the object."
         ),
         usage="credbridge env (--binding NAME | --credential NAME) [--env VAR=KEY ...] [options] -- COMMAND [ARG ...]",
+        epilog=workloadclient.EXIT_CODES_HELP + "; otherwise COMMAND's own exit code (it replaces this process)",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--binding", metavar="NAME", help="a CredentialBinding: one variable per output key")

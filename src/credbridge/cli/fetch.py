@@ -40,6 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "Pod's ServiceAccount token and write one file per key into DIR (mode 0400, atomic rename). Needs the "
             f"RBAC verb {names.USE_VERB} on each object."
         ),
+        epilog=workloadclient.EXIT_CODES_HELP,
     )
     parser.add_argument(
         "--binding",

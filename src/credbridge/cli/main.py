@@ -28,9 +28,9 @@ def _command_modules(workload_only: bool) -> tuple[ModuleType, ...]:
 
     if workload_only:
         return (env, fetch)
-    from credbridge.cli import dev, importing, keys, reveal, run, seal, types, validate
+    from credbridge.cli import dev, importing, keys, oauth2, reveal, run, seal, types, validate, verify
 
-    return (run, dev, types, validate, seal, reveal, keys, importing, env, fetch)
+    return (run, dev, types, validate, verify, seal, reveal, keys, oauth2, importing, env, fetch)
 
 
 def build_parser(workload_only: bool = False) -> argparse.ArgumentParser:

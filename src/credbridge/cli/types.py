@@ -166,3 +166,9 @@ def _print_one(spec: registry.CredentialTypeSpec, output: str) -> None:
             ]
         )
     print(format_table(["NAME", "TYPE", "REQUIRED", "DEFAULT", "LABEL"], rows))
+    if spec.oauth2 is not None:
+        print()
+        print(
+            f"OAuth2: grant {spec.oauth2.grant}, client authentication {spec.oauth2.client_authentication}; "
+            f"token fields (Flowise's names): {', '.join(field.name for field in spec.token_inputs)}"
+        )

@@ -23,7 +23,7 @@ import typing
 import yaml
 
 from credbridge.cli import run
-from credbridge.core import admission, envrefs, names, registry, sealing, validation
+from credbridge.core import admission, envrefs, lint, names, registry, sealing, validation
 from credbridge.operator import settings as operator_settings
 
 EXIT_CLEAN = 0
@@ -117,15 +117,20 @@ class Report:
 
 
 def handle(args: argparse.Namespace) -> int:
+    given = run.policy_values(args)
     try:
-        policy = operator_settings.env_policy(args.env_allow or names.DEFAULT_ENV_ALLOW, args.env_policy)
+        policy = operator_settings.env_policy(given["env.allow"], given["env.namespace_rules"])
     except ValueError as error:
         print(f"credbridge validate: {error}", file=sys.stderr)
         return EXIT_UNREADABLE
     report = Report()
     documents = list(read_documents(args.paths, report))
     check_documents(
-        documents, report, policy=policy, literal_secrets=args.literal_secrets, default_namespace=args.namespace
+        documents,
+        report,
+        policy=policy,
+        literal_secrets=given["admission.literal_secrets"],
+        default_namespace=args.namespace,
     )
     for finding in report.findings:
         print(finding.line())
@@ -401,6 +406,8 @@ def credential_findings(
             )
             for field in validation.literal_secret_fields(cred_type, {k: v for k, v in data.items() if v})
         )
+    if cred_type is not None:
+        findings.extend((warning.message, True) for warning in lint.lint_literals(cred_type, data))
     return findings
 
 

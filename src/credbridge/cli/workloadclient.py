@@ -45,6 +45,15 @@ EXIT_UNAVAILABLE = 4
 EXIT_WRITE = 5
 """`credbridge fetch` could not write its directory."""
 
+EXIT_CODES_HELP = (
+    "exit codes: 0 success; "
+    f"{EXIT_CONFIG} usage or configuration (a flag, the endpoint, the token file, a missing field or key); "
+    f"{EXIT_REFUSED} refused (no valid token, no `use` permission, not releasable as plaintext); "
+    f"{EXIT_UNAVAILABLE} the endpoint was unreachable or busy until --timeout; "
+    f"{EXIT_WRITE} the directory could not be written (fetch)"
+)
+"""The exit codes, as `credbridge env --help` and `credbridge fetch --help` list them."""
+
 DEFAULT_TIMEOUT = 60.0
 """Seconds to keep retrying an unreachable or busy endpoint before giving up."""
 SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -237,24 +246,29 @@ class Reader:
             except (OSError, http.client.HTTPException) as error:
                 problem = f"cannot reach the endpoint {self.connection.endpoint} ({_describe(error)})"
                 self.close()
-                if self._clock() + 1.0 > deadline:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
                     raise ClientError(
-                        f"{problem}: check that the operator runs and that --endpoint is right", EXIT_UNAVAILABLE
+                        f"{problem} (still after {self.connection.timeout:g}s): check that the operator runs and "
+                        "that --endpoint is right, or raise --timeout",
+                        EXIT_UNAVAILABLE,
                     ) from None
-                self._sleep(1.0)
+                self._sleep(min(1.0, remaining))
                 continue
             if status == 200:
                 return _values(body, kind)
             message = _message(body) or f"HTTP {status}"
             if status in (429, 502, 503, 504):
-                wait = min(max(retry_after, 1.0), 30.0)
-                if self._clock() + wait > deadline:
+                # Retry-After is honoured, but never past the deadline: the last try is at the deadline,
+                # so `--timeout N` waits N seconds, as it says.
+                remaining = deadline - self._clock()
+                if remaining <= 0:
                     raise ClientError(
                         f"{kind} {self.connection.namespace}/{name}: {message} (still after "
                         f"{self.connection.timeout:g}s; raise --timeout to wait longer)",
                         EXIT_UNAVAILABLE,
                     )
-                self._sleep(wait)
+                self._sleep(min(max(retry_after, 1.0), 30.0, remaining))
                 continue
             if status in (401, 403, 404):
                 raise ClientError(f"{kind} {self.connection.namespace}/{name}: {message}", EXIT_REFUSED)

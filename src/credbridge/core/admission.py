@@ -13,7 +13,7 @@ import collections.abc
 import dataclasses
 import typing
 
-from credbridge.core import binding, names, registry, sealing, templating, validation
+from credbridge.core import binding, lint, names, registry, sealing, templating, validation
 
 Json = collections.abc.Mapping[str, typing.Any]
 
@@ -164,9 +164,11 @@ def _review_content(where: str, obj: Json, types: registry.Registry, literal_sec
     if problems:
         return Decision(False, f"{where}: {'; '.join(problems)}")
     assert cred_type is not None
+    # Troubleshooting lint (extra spaces, another vendor's key) warns and never refuses.
+    hints = tuple(f"{where}: {warning.message}" for warning in lint.lint_literals(cred_type, data))
     literal = validation.literal_secret_fields(cred_type, data)
     if not literal or literal_secrets == "allow":
-        return ALLOW
+        return Decision(True, warnings=hints) if hints else ALLOW
     text = (
         f"{where}: field(s) {', '.join(literal)} hold a literal secret in spec.data, which ends up in Git and "
         "in the object (and in kubectl's last-applied annotation unless you use --server-side); use a "
@@ -174,7 +176,7 @@ def _review_content(where: str, obj: Json, types: registry.Registry, literal_sec
     )
     if literal_secrets == "deny":
         return Decision(False, text)
-    return Decision(True, warnings=(text,))
+    return Decision(True, warnings=(text, *hints))
 
 
 def review_managed_secret(

@@ -36,7 +36,7 @@ from credbridge.core import (
     planning,
     redaction,
     registry,
-    sharing,
+    release,
     templating,
     views,
 )
@@ -49,9 +49,9 @@ ROLLOUT_CONDITION = "RolloutReady"
 """Condition type reporting the rollout targets, next to Ready."""
 PLAIN_SECRET_TYPE = "Opaque"
 
-WITHDRAWING_REASONS = frozenset({"CredentialNotFound", "PlaintextDenied", "ShareForbidsBinding", "EnvNotGranted"})
-"""Failures that remove the binding's Secret: a policy forbids it, or the Credential is gone.
-Every other failure keeps the last good Secret."""
+WITHDRAWING_REASONS = frozenset({"CredentialNotFound", *release.REASONS})
+"""Failures that remove the binding's Secret: the release rule forbids it (core.release), or the
+Credential is gone. Every other failure keeps the last good Secret."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,18 +75,34 @@ class BindingView:
     generation: int
     spec: collections.abc.Mapping[str, typing.Any]
     status: collections.abc.Mapping[str, typing.Any]
+    resource_version: str = ""
+    deleting: bool = False
+    finalizers: tuple[str, ...] = ()
 
     @classmethod
     def from_object(cls, obj: collections.abc.Mapping[str, typing.Any]) -> BindingView:
+        """Reads a CredentialBinding in its JSON form, keeping private copies (`views.kept`) of what it holds."""
         metadata = obj.get("metadata") or {}
         return cls(
             namespace=str(metadata.get("namespace", "")),
             name=str(metadata.get("name", "")),
             uid=str(metadata.get("uid", "")),
             generation=int(metadata.get("generation") or 0),
-            spec=obj.get("spec") or {},
-            status=obj.get("status") or {},
+            spec=views.kept(dict(obj.get("spec") or {})),
+            status=views.kept(dict(obj.get("status") or {})),
+            resource_version=str(metadata.get("resourceVersion", "")),
+            deleting=bool(metadata.get("deletionTimestamp")),
+            finalizers=tuple(metadata.get("finalizers") or ()),
         )
+
+    @property
+    def key(self) -> views.Key:
+        return self.namespace, self.name
+
+    @property
+    def output_secrets(self) -> frozenset[str]:
+        """The Secrets this binding writes or wrote: spec.secret.name and status.secretName."""
+        return frozenset(str(name) for name in (self.secret_name, self.status.get("secretName")) if name)
 
     @property
     def where(self) -> str:
@@ -200,37 +216,6 @@ def parse_templates(binding: BindingView, fields: collections.abc.Iterable[str])
     if binding.template is None:
         return templating.one_key_per_field(fields)
     return templating.parse_templates(binding.template)
-
-
-def share_denial(
-    binding_namespace: str,
-    mirror: views.CredentialView,
-    shares: collections.abc.Sequence[views.ShareView],
-    namespace: views.NamespaceView | None,
-) -> str | None:
-    """Why the owner of a shared Credential does not let its mirror be bound into a plain Secret, or None.
-
-    `shares` are the CredentialShares in the source's namespace; `namespace` is the binding's
-    Namespace (for shares that select by label). Allowed when any share that covers this
-    namespace says `spec.allowPlaintextBindings: true`.
-    """
-    assert mirror.shared_from is not None
-    source_namespace, source_name = mirror.shared_from
-    covering = [
-        share
-        for share in shares
-        if share.credential == source_name
-        and binding_namespace in sharing.targets(share, [namespace] if namespace else [])
-    ]
-    if any(share.spec.get("allowPlaintextBindings") is True for share in covering):
-        return None
-    listed = ", ".join(sorted(share.name for share in covering)) or "(none)"
-    return (
-        f"Credential {mirror.name} is shared from {source_namespace}/{source_name} by CredentialShare {listed}, "
-        "which does not allow plain Secret bindings of its mirrors: the owners of namespace "
-        f"{source_namespace} can set spec.allowPlaintextBindings: true on the share, or remove spec.secret "
-        "from this binding"
-    )
 
 
 def plan_binding(binding: BindingView, inputs: Inputs) -> Plan:

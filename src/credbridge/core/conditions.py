@@ -3,6 +3,11 @@
 Every kind credbridge reconciles reports a `Ready` condition (bindings also `RolloutReady`). The
 rules are the same for all: a condition keeps its `lastTransitionTime` while its status stays the
 same, and states the generation it was computed for.
+
+A Credential's conditions have several writers — its reconciler (`Ready`), verification (`Verified`,
+`ExpiringSoon`, `Expired`), OAuth2 (`OAuth2Ready`) — and a status patch replaces the whole list. So
+each writer `merge`s its own conditions into the list it planned from, and leaves the others as
+they are (a concurrent change of another writer fails the patch with 409, and it plans again).
 """
 
 from __future__ import annotations
@@ -48,3 +53,25 @@ def condition(
         "lastTransitionTime": since or now,
         "observedGeneration": generation,
     }
+
+
+def merge(
+    previous: Status, new: collections.abc.Iterable[Json], *, drop: collections.abc.Iterable[str] = ()
+) -> list[Json]:
+    """The status's conditions with `new` ones replacing those of their type and the `drop` types removed;
+    every other writer's conditions are kept, in their order. `Ready` stays first (`kubectl` users and
+    scripts read `conditions[0]`)."""
+    replaced = {condition["type"]: condition for condition in new}
+    gone = set(drop)
+    merged: list[Json] = []
+    for condition in previous.get("conditions") or ():
+        kind = condition.get("type")
+        if kind in gone:
+            continue
+        merged.append(replaced.pop(kind) if kind in replaced else dict(condition))
+    merged.extend(replaced.values())
+    merged.sort(key=lambda condition: condition.get("type") != READY)
+    return merged
+
+
+READY = "Ready"

@@ -179,7 +179,7 @@ class EnvPolicy:
 
         The allow-list says which variables exist for Credentials at all; a namespace rule is
         the admin saying which namespaces a variable belongs to. Plaintext outputs require the
-        latter (see core.tenancy).
+        latter (see core.release).
         """
         if self.check(name, namespace) is not None:
             return False

@@ -187,6 +187,8 @@ def _resolve_content(
         ref = source.get("secretKeyRef") or {}
         secret_name, key = str(ref.get("name", "")), str(ref.get("key", ""))
         secret_data = referenced_secrets.get(secret_name)
+        if ref.get("optional") is True and (secret_data is None or key not in secret_data):
+            continue  # like a Pod's optional secretKeyRef: the field stays unset (OAuth2 tokens before authorization)
         if secret_data is None:
             missing.append(
                 f"field '{field}' refers to Secret '{secret_name}', which does not exist in namespace "
@@ -323,7 +325,7 @@ def _with_sealing_status(credential: CredentialView, inputs: Inputs, plan: Plan,
             inputs.now,
             credential.generation,
         )
-    status = {**plan.status, "conditions": [*plan.status["conditions"], hint], "resealedData": resealed or None}
+    status = {**plan.status, "conditions": conditions.merge(plan.status, [hint]), "resealedData": resealed or None}
     return dataclasses.replace(plan, status=status)
 
 
@@ -404,17 +406,20 @@ def _plan_encrypted(
         "createdDate": previous.get("createdDate") or inputs.now,
         "updatedDate": inputs.now if secret is not None or not previous.get("updatedDate") else previous["updatedDate"],
         "observedGeneration": credential.generation,
-        "conditions": [
-            conditions.condition(
-                previous,
-                names.READY_CONDITION,
-                "True",
-                "Encrypted",
-                (f"Secret {credential.secret_name} holds {len(content)} field(s) encrypted with key {key_id}"),
-                inputs.now,
-                credential.generation,
-            )
-        ],
+        "conditions": conditions.merge(
+            previous,
+            [
+                conditions.condition(
+                    previous,
+                    names.READY_CONDITION,
+                    "True",
+                    "Encrypted",
+                    (f"Secret {credential.secret_name} holds {len(content)} field(s) encrypted with key {key_id}"),
+                    inputs.now,
+                    credential.generation,
+                )
+            ],
+        ),
     }
     event = None
     if conditions.reason(previous, names.READY_CONDITION) not in (None, "Encrypted"):
@@ -436,17 +441,20 @@ def _failed(credential: CredentialView, inputs: Inputs, failure: Failure) -> Pla
             "shared": credential.shared_from is not None,
             "sharedFrom": "/".join(credential.shared_from) if credential.shared_from else None,
             "observedGeneration": credential.generation,
-            "conditions": [
-                conditions.condition(
-                    previous,
-                    names.READY_CONDITION,
-                    "False",
-                    failure.reason,
-                    failure.message,
-                    inputs.now,
-                    credential.generation,
-                )
-            ],
+            "conditions": conditions.merge(
+                previous,
+                [
+                    conditions.condition(
+                        previous,
+                        names.READY_CONDITION,
+                        "False",
+                        failure.reason,
+                        failure.message,
+                        inputs.now,
+                        credential.generation,
+                    )
+                ],
+            ),
         }
     )
     secret = _rewrapped_last_good_secret(credential, inputs)

@@ -21,7 +21,8 @@ import types
 import typing
 import urllib.parse
 
-from credbridge.core import names
+from credbridge.core import names, verifyspec
+from credbridge.core.oauth2 import tokens
 
 FIELD_TYPES = ("string", "password", "url", "number", "boolean", "options", "json")
 """Field types a CredentialType input may declare (Flowise's credential input types)."""
@@ -31,6 +32,35 @@ _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TYPE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _BUILTIN_DATA = "builtin-types.json"
+_BUILTIN_VERIFY_DATA = "builtin-verify.json"
+
+GRANTS = ("authorization_code", "client_credentials")
+"""OAuth2 grants a CredentialType may declare: a person authorizes once (`credbridge oauth2 authorize`),
+or the operator gets tokens with the client's own id and secret, with no person involved."""
+CLIENT_AUTHENTICATIONS = ("client_secret_post", "client_secret_basic")
+"""How the client proves itself at the token endpoint (RFC 6749 §2.3.1): in the form, as Flowise
+does, or in an HTTP Basic header."""
+OAUTH2_INPUTS: dict[str, tuple[str, ...]] = {
+    "authorization_code": ("authorizationUrl", "accessTokenUrl", "clientId", "clientSecret"),
+    "client_credentials": ("accessTokenUrl", "clientId", "clientSecret"),
+}
+"""Inputs an OAuth2 type must declare for its grant, in Flowise's names (its OAuth2 types use them)."""
+BUILTIN_OAUTH2: dict[str, dict[str, str]] = {
+    name: {"grant": "authorization_code"}
+    for name in (
+        "gmailOAuth2",
+        "googleCalendarOAuth2",
+        "googleDocsOAuth2",
+        "googleDriveOAuth2",
+        "googleSheetsOAuth2",
+        "microsoftOutlookOAuth2",
+        "microsoftTeamsOAuth2",
+        "slackOAuth2",
+    )
+}
+"""The `oauth2` section of Flowise's OAuth2 types. The package data is Flowise's field inventory, kept
+byte for byte as the facts; Flowise itself knows these types are OAuth2 from code (its UI shows the
+Authorize button for type names containing `OAuth2`), so the declaration is added here."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +127,31 @@ def _is_absolute_url(value: str) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
+class OAuth2Spec:
+    """A type's `oauth2` section: its Credentials hold OAuth2 tokens that credbridge keeps fresh."""
+
+    grant: str
+    """One of `GRANTS`."""
+    client_authentication: str = "client_secret_post"
+    """One of `CLIENT_AUTHENTICATIONS`."""
+
+
+def _token_input(name: str) -> InputField:
+    secret = name in tokens.SECRET_TOKEN_FIELDS
+    return InputField(
+        name=name,
+        label=name,
+        type="password" if secret else "string",
+        optional=True,
+        hidden=True,
+        description="OAuth2 token field, written by `credbridge oauth2 authorize` and the operator's refresh",
+    )
+
+
+_TOKEN_INPUTS = tuple(_token_input(name) for name in tokens.TOKEN_FIELDS)
+
+
+@dataclasses.dataclass(frozen=True)
 class CredentialTypeSpec:
     """A credential type: its exact name, label, schema version and input fields."""
 
@@ -112,17 +167,35 @@ class CredentialTypeSpec:
     """Free text for users."""
     builtin: bool = False
     """True for the types that ship with the package."""
+    verify: verifyspec.VerifySpec | None = None
+    """How to ask the real service whether a credential of this type works; None: it cannot be checked."""
+    oauth2: OAuth2Spec | None = None
+    """The OAuth2 grant of the type, or None for a type without tokens."""
+
+    @property
+    def token_inputs(self) -> tuple[InputField, ...]:
+        """The token fields an OAuth2 type accepts besides its declared inputs (optional, hidden; Flowise's
+        names, `tokens.TOKEN_FIELDS`); none for other types. A declared input of the same name wins."""
+        if self.oauth2 is None:
+            return ()
+        declared = {input_field.name for input_field in self.inputs}
+        return tuple(input_field for input_field in _TOKEN_INPUTS if input_field.name not in declared)
+
+    @property
+    def all_inputs(self) -> tuple[InputField, ...]:
+        """The declared inputs, then the token fields: every field a Credential of the type may set."""
+        return self.inputs + self.token_inputs
 
     def field(self, name: str) -> InputField | None:
-        """Returns the input field called `name`, or None when the type has no such field."""
-        for input_field in self.inputs:
+        """Returns the field called `name` (declared or token field), or None when the type has no such field."""
+        for input_field in self.all_inputs:
             if input_field.name == name:
                 return input_field
         return None
 
     def field_names(self) -> tuple[str, ...]:
-        """Returns the names of the input fields in declaration order."""
-        return tuple(input_field.name for input_field in self.inputs)
+        """Returns the names of every field, declared inputs first, in declaration order."""
+        return tuple(input_field.name for input_field in self.all_inputs)
 
 
 class TypeDefinitionError(ValueError):
@@ -221,6 +294,28 @@ def _parse_version(type_name: str, value: object) -> int | float:
     return value
 
 
+def _parse_oauth2(type_name: str, raw: object, inputs: tuple[InputField, ...]) -> OAuth2Spec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, collections.abc.Mapping):
+        _fail(type_name, "spec.oauth2", "must be a mapping with grant (and optionally clientAuthentication)")
+    grant = raw.get("grant")
+    if grant not in GRANTS:
+        _fail(type_name, "spec.oauth2.grant", f"must be one of {', '.join(GRANTS)}")
+    authentication = raw.get("clientAuthentication", "client_secret_post")
+    if authentication not in CLIENT_AUTHENTICATIONS:
+        _fail(type_name, "spec.oauth2.clientAuthentication", f"must be one of {', '.join(CLIENT_AUTHENTICATIONS)}")
+    declared = {input_field.name for input_field in inputs}
+    missing = [name for name in OAUTH2_INPUTS[grant] if name not in declared]
+    if missing:
+        _fail(
+            type_name,
+            "spec.inputs",
+            f"must declare {', '.join(missing)} for the OAuth2 grant {grant} (Flowise's field names)",
+        )
+    return OAuth2Spec(grant=grant, client_authentication=authentication)
+
+
 def _parse_spec(type_name: str, spec: collections.abc.Mapping[str, typing.Any], *, builtin: bool) -> CredentialTypeSpec:
     if not _TYPE_NAME.fullmatch(type_name):
         _fail(
@@ -233,6 +328,12 @@ def _parse_spec(type_name: str, spec: collections.abc.Mapping[str, typing.Any], 
         _fail(type_name, "spec.inputs", "must be a non-empty list of input fields")
     seen: set[str] = set()
     inputs = tuple(_parse_input(type_name, index, raw, seen) for index, raw in enumerate(raw_inputs))
+    verify = None
+    if spec.get("verify") is not None:
+        try:
+            verify = verifyspec.parse_verify(spec["verify"], [input_field.name for input_field in inputs])
+        except verifyspec.VerifyDefinitionError as error:
+            raise TypeDefinitionError(f"CredentialType {type_name!r}: {error}") from None
     return CredentialTypeSpec(
         name=type_name,
         label=_text(type_name, "spec.label", spec.get("label"), default=type_name),
@@ -240,6 +341,8 @@ def _parse_spec(type_name: str, spec: collections.abc.Mapping[str, typing.Any], 
         inputs=inputs,
         description=_text(type_name, "spec.description", spec.get("description"), default=""),
         builtin=builtin,
+        verify=verify,
+        oauth2=_parse_oauth2(type_name, spec.get("oauth2"), inputs),
     )
 
 
@@ -247,15 +350,27 @@ def _parse_spec(type_name: str, spec: collections.abc.Mapping[str, typing.Any], 
 def _builtin_types() -> types.MappingProxyType[str, CredentialTypeSpec]:
     resource = importlib.resources.files("credbridge.core") / "data" / _BUILTIN_DATA
     document = json.loads(resource.read_text(encoding="utf-8"))
+    # Checks are ours, not Flowise's facts: they live in their own file, keyed by type name.
+    checks = dict(_builtin_verify_declarations())
     loaded: dict[str, CredentialTypeSpec] = {}
     for raw in document["types"]:
         # Flowise's type-level `optional` (awsApi) says a node may run without the credential;
         # it says nothing about fields, which carry their own flags, so it is not kept.
-        spec = _parse_spec(raw["name"], raw, builtin=True)
+        declaration = checks.pop(raw["name"], None)
+        oauth2 = BUILTIN_OAUTH2.get(raw["name"])
+        spec = _parse_spec(raw["name"], {**raw, "verify": declaration, "oauth2": oauth2}, builtin=True)
         if spec.name in loaded:
             _fail(spec.name, "the type name", f"appears twice in {_BUILTIN_DATA}")
         loaded[spec.name] = spec
+    if checks:
+        _fail(sorted(checks)[0], "the type name", f"in {_BUILTIN_VERIFY_DATA} names no built-in type")
     return types.MappingProxyType(loaded)
+
+
+def _builtin_verify_declarations() -> dict[str, object]:
+    resource = importlib.resources.files("credbridge.core") / "data" / _BUILTIN_VERIFY_DATA
+    document = json.loads(resource.read_text(encoding="utf-8"))
+    return {name: entry["verify"] for name, entry in document["types"].items()}
 
 
 def load_builtin_types() -> dict[str, CredentialTypeSpec]:
@@ -326,6 +441,12 @@ def type_to_object(spec: CredentialTypeSpec) -> dict[str, typing.Any]:
     if spec.description:
         body["description"] = spec.description
     body["inputs"] = [_input_to_object(input_field) for input_field in spec.inputs]
+    if spec.verify is not None:
+        body["verify"] = spec.verify.to_object()
+    if spec.oauth2 is not None:
+        body["oauth2"] = {"grant": spec.oauth2.grant}
+        if spec.oauth2.client_authentication != "client_secret_post":
+            body["oauth2"]["clientAuthentication"] = spec.oauth2.client_authentication
     return {
         "apiVersion": names.API_VERSION,
         "kind": names.CREDENTIAL_TYPE_KIND,

@@ -138,10 +138,14 @@ def secret_key_problem(key: str) -> str | None:
     return None
 
 
-def parse(key: str, text: str) -> Template:
-    """Parses the template of output key `key`; raises TemplateError naming the key, position and fix."""
+def parse(key: str, text: str, *, where: str = "spec.template") -> Template:
+    """Parses the template of output key `key`; raises TemplateError naming the key, position and fix.
+
+    `where` is the path of the templates in their object, for messages (`spec.template` of a
+    binding, `spec.verify.http.headers` of a CredentialType).
+    """
     problems: list[str] = []
-    parts = _parse_parts(key, text, problems)
+    parts = _parse_parts(key, text, problems, where=where)
     if problems:
         raise TemplateError(problems)
     return Template(key, parts)
@@ -267,7 +271,7 @@ def _apply(name: str, value: str) -> str:
     raise AssertionError(f"unknown transform {name}")  # parse() admits only TRANSFORMS
 
 
-def _parse_parts(key: str, text: str, problems: list[str]) -> tuple[Part, ...]:
+def _parse_parts(key: str, text: str, problems: list[str], *, where: str = "spec.template") -> tuple[Part, ...]:
     """Splits `text` into literals and references; appends a problem per syntax error to `problems`."""
     parts: list[Part] = []
     literal: list[str] = []
@@ -291,11 +295,11 @@ def _parse_parts(key: str, text: str, problems: list[str]) -> tuple[Part, ...]:
         end = text.find("}", index + 2)
         if end < 0:
             problems.append(
-                f"spec.template.{key}, character {index + 1}: '${{' is not closed: add '}}', "
+                f"{where}.{key}, character {index + 1}: '${{' is not closed: add '}}', "
                 "or write '$${' for a literal '${'"
             )
             break
-        reference = _parse_reference(key, text[index + 2 : end], index + 1, problems)
+        reference = _parse_reference(f"{where}.{key}", index + 1, text[index + 2 : end], problems)
         if reference is not None:
             if literal:
                 parts.append(Literal("".join(literal)))
@@ -307,8 +311,8 @@ def _parse_parts(key: str, text: str, problems: list[str]) -> tuple[Part, ...]:
     return tuple(parts)
 
 
-def _parse_reference(key: str, body: str, position: int, problems: list[str]) -> Reference | None:
-    where = f"spec.template.{key}, character {position}"
+def _parse_reference(path: str, position: int, body: str, problems: list[str]) -> Reference | None:
+    where = f"{path}, character {position}"
     segments = body.split("|")
     field = segments[0].strip()
     if not field:

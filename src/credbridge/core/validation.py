@@ -219,7 +219,7 @@ def check_spec(
             )
     # The fields whose plaintext is known without resolving anything: literals and defaults.
     known: dict[str, str] = {}
-    for input_field in cred_type.inputs:
+    for input_field in cred_type.all_inputs:
         name = input_field.name
         value = data.get(name)
         if name not in value_from and name not in sealed and input_field.required and not value:
@@ -276,7 +276,7 @@ def finalize(
             problems.append(_unknown_field(cred_type, name, "it from spec.data or spec.valueFrom"))
         else:
             fields[name] = value
-    for input_field in cred_type.inputs:
+    for input_field in cred_type.all_inputs:
         name = input_field.name
         if name not in fields and input_field.default is not None:
             fields[name] = input_field.default
@@ -331,7 +331,7 @@ def literal_secret_fields(
     """
     return [
         input_field.name
-        for input_field in cred_type.inputs
+        for input_field in cred_type.all_inputs
         if input_field.type == "password"
         and data.get(input_field.name)  # an empty value means "not set", as in check_spec
         and not envrefs.has_references(data[input_field.name])

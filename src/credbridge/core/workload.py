@@ -13,8 +13,9 @@ SubjectAccessReview, its cache of Credentials) and this module decides, in this 
 5. SubjectAccessReview allows verb `use` on that object in that namespace, else 403;
 6. the object exists in the operator's cache — if not, the *same* 403 as step 5, so a caller
    without permission learns nothing about which names exist;
-7. the Credential is Ready and its values may leave as plaintext (core.tenancy; a mirror is
-   judged by its source), else 503 or 403 naming the reason — said only to callers with `use`.
+7. the Credential is Ready and its values may leave as plaintext (the release rule, core.release:
+   a mirror is judged by its source, and an invisible source releases nothing), else 503 or 403
+   naming the reason — said only to callers with `use`.
 
 Every answer carries a metric label (`result`) and, for refusals, one sentence naming the
 permission or object and the fix. No answer, log line or exception here carries a value: values
@@ -28,7 +29,7 @@ import json
 import re
 import typing
 
-from credbridge.core import binding, envrefs, names, ratelimit, redaction, reviewcache, templating, tenancy, views
+from credbridge.core import binding, names, ratelimit, redaction, release, reviewcache, templating, views
 
 Json = dict[str, typing.Any]
 
@@ -225,12 +226,13 @@ def release_credential(
     requested: Target,
     credential: views.CredentialView | None,
     source: views.CredentialView | None,
-    policy: envrefs.EnvPolicy,
+    policy: release.Policy,
 ) -> Release | Answer:
     """Decides whether the values of `credential` (the object `target` names, or None) may be read.
 
     `requested` is what the caller asked for (the binding, for a binding read), for messages.
-    `source` is the source Credential when `credential` is a mirror (None when it is gone).
+    `source` is the source Credential when `credential` is a mirror (None when it is not visible).
+    Whether values may leave at all is the release rule's (core.release) to say.
     """
     if credential is None:
         if requested == target:
@@ -253,24 +255,14 @@ def release_credential(
             f"-n {view.namespace}",
             retry_after=RETRY_NOT_READY_SECONDS,
         )
-    if view.shared_from is not None:
-        if source is None:
-            return refusal(
-                503,
-                "not_ready",
-                f"{where} is a mirror of {'/'.join(view.shared_from)}, which the operator does not see: "
-                "it may have been deleted",
-                retry_after=RETRY_NOT_READY_SECONDS,
-            )
-        judged = source
-    else:
-        judged = view
-    denial = tenancy.plaintext_denial(judged.data, judged.namespace, policy, output="a workload read")
-    if denial is not None:
-        judged_where = f"Credential {judged.namespace}/{judged.name}"
-        prefix = f"{where} (a mirror of {judged_where}): " if judged is not view else f"{where}: "
-        return refusal(403, "not_plaintext", prefix + denial)
-    return Release(view)
+    denial = release.denial(
+        release.Facts(credential=view, source=source), release.workload_read(target.namespace), policy
+    )
+    if denial is None:
+        return Release(view)
+    if denial.reason == release.SOURCE_NOT_VISIBLE:
+        return refusal(503, "not_ready", denial.message, retry_after=RETRY_NOT_READY_SECONDS)
+    return refusal(403, "not_plaintext", denial.message)
 
 
 def binding_credential(binding_view: binding.BindingView) -> Target:

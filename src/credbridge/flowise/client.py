@@ -284,7 +284,12 @@ class FlowiseClient:
         for attempt in (1, 2):
             reused = self._connection is not None and self._connection.sock is not None
             connection = self._connect()
-            watchdog = threading.Timer(self.settings.request_timeout, _shut, (connection,))
+            # `expired` is set before the socket is shut, so whichever error the cut read raises
+            # (a reset, an IncompleteRead, a timeout) is known to be the watchdog's doing. The
+            # Timer's own `finished` flag is set only after `_shut` returns: on a busy machine the
+            # failed read is seen before it, and a timeout was reported as "not reachable".
+            expired = threading.Event()
+            watchdog = threading.Timer(self.settings.request_timeout, _shut, (connection, expired))
             watchdog.daemon = True
             try:
                 if connection.sock is None:
@@ -295,7 +300,7 @@ class FlowiseClient:
                 connection.request(method, self._prefix + API_PREFIX + path, body=encoded, headers=headers)
                 response = connection.getresponse()
                 data = _read_bounded(response, self.settings.max_response_bytes)
-                if watchdog.finished.is_set():
+                if expired.is_set():
                     raise TimeoutError  # the watchdog cut the answer short
                 if data is not None and response.length:
                     raise http.client.IncompleteRead(data, response.length)
@@ -314,15 +319,15 @@ class FlowiseClient:
                 ) from None
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as error:
                 self._drop()
-                if watchdog.finished.is_set():
+                if expired.is_set():
                     raise Unreachable(
                         f"cannot {action}: {where} did not answer within {self.settings.request_timeout:g}s"
                     ) from None
-                if reused and attempt == 1 and not watchdog.finished.is_set():
+                if reused and attempt == 1 and not expired.is_set():
                     continue  # the kept-alive connection was closed by the server: one fresh try
                 raise Unreachable(f"cannot {action}: {where} closed the connection ({type(error).__name__})") from None
             except (TimeoutError, OSError, http.client.HTTPException) as error:
-                if watchdog.finished.is_set() or isinstance(error, TimeoutError):
+                if expired.is_set() or isinstance(error, TimeoutError):
                     raise Unreachable(
                         f"cannot {action}: {where} did not answer within {self.settings.request_timeout:g}s"
                     ) from None
@@ -335,8 +340,9 @@ class FlowiseClient:
         raise Unreachable(f"cannot {action}: {where} closed the connection")  # pragma: no cover
 
 
-def _shut(connection: http.client.HTTPConnection) -> None:
-    """Ends a request that ran out of time: any blocked read fails at once."""
+def _shut(connection: http.client.HTTPConnection, expired: threading.Event) -> None:
+    """Ends a request that ran out of time: marks it expired, then makes any blocked read fail at once."""
+    expired.set()
     sock = connection.sock
     if sock is not None:
         with contextlib.suppress(OSError):

@@ -9,14 +9,17 @@ request or response body, which for Secrets holds their data.
 
 from __future__ import annotations
 
+import base64
 import collections
 import collections.abc
+import json
 import secrets
+import typing
 from typing import Any, TypeAlias
 
 from kubernetes import client
 
-from credbridge.core import keyring, names, sealing
+from credbridge.core import keyring, names, redaction, sealing
 from credbridge.kube import connecting, errors, fetching, keyrings, sealingkeys
 
 Json = dict[str, Any]
@@ -164,3 +167,87 @@ def restore_keyring(
 def read_sealing_certificate(api: client.ApiClient, namespace: str, name: str) -> tuple[str, str]:
     """(active sealing key id, PEM) as the operator publishes them in its ConfigMap."""
     return sealingkeys.read_certificate(api, namespace, name)
+
+
+def annotate_credential(api: client.ApiClient, namespace: str, name: str, key: str, value: str) -> Json | None:
+    """Sets one annotation on a Credential (merge patch); returns the Credential, or None when it does not exist."""
+    try:
+        with _requests_for(f"annotate Credential {namespace}/{name}"):
+            result = client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                names.GROUP,
+                names.VERSION,
+                namespace,
+                names.CREDENTIAL_PLURAL,
+                name,
+                {"metadata": {"annotations": {key: value}}},
+            )
+    except ApiError as error:
+        if error.status == 404:
+            return None
+        raise
+    return typing.cast(Json, result)
+
+
+def read_credential_type(api: client.ApiClient, object_name: str) -> Json | None:
+    """The CredentialType object `object_name` (the lowercased type name), or None when it does not exist."""
+    with _requests_for(f"read CredentialType {object_name}"):
+        return fetching.read_credential_type(api, object_name)
+
+
+def may_i(api: client.ApiClient, verb: str, namespace: str, resource: str, name: str = "") -> bool:
+    """SelfSubjectAccessReview: may the caller `verb` the core `resource` (`name`, or any) in `namespace`?
+
+    What `kubectl auth can-i` asks; lets a command refuse before it starts work it could not finish.
+    """
+    attributes = {"verb": verb, "resource": resource, "namespace": namespace}
+    if name:
+        attributes["name"] = name
+    body = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": attributes},
+    }
+    with _requests_for(f"check whether you may {verb} {resource} in namespace {namespace} (SelfSubjectAccessReview)"):
+        response = client.AuthorizationV1Api(api).create_self_subject_access_review(body, _preload_content=False)
+    status: Json = json.loads(response.data).get("status") or {}
+    return bool(status.get("allowed")) and not status.get("denied")
+
+
+def write_secret_keys(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    values: collections.abc.Mapping[str, redaction.Redacted],
+    *,
+    annotations: collections.abc.Mapping[str, str] | None = None,
+) -> bool:
+    """Sets `values` (key → value) in the Secret `namespace/name`, creating it when it does not exist;
+    other keys are left as they are. Returns True when the Secret was created.
+
+    The values are never part of an error: a refusal names the Secret and the action only.
+    """
+    data = {key: base64.b64encode(value.reveal().encode("utf-8")).decode("ascii") for key, value in values.items()}
+    core = client.CoreV1Api(api)
+    with _requests_for(f"read Secret {namespace}/{name}"):
+        exists = fetching.read_secret(api, namespace, name) is not None
+    if not exists:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {"name": name, "namespace": namespace, "annotations": dict(annotations or {})},
+            "data": data,
+        }
+        try:
+            with _requests_for(f"create Secret {namespace}/{name}"):
+                core.create_namespaced_secret(namespace, body, _preload_content=False)
+            return True
+        except ApiError as error:
+            if not error.conflict:
+                raise
+    patch: Json = {"data": data}
+    if annotations:
+        patch["metadata"] = {"annotations": dict(annotations)}
+    with _requests_for(f"update keys {', '.join(sorted(values))} of Secret {namespace}/{name}"):
+        core.patch_namespaced_secret(name, namespace, patch, _preload_content=False)
+    return False

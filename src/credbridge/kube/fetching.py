@@ -128,6 +128,11 @@ def iter_managed_secrets(api: client.ApiClient, namespace: str | None = None) ->
     )
 
 
+def iter_namespaces(api: client.ApiClient) -> Iterator[list[Json]]:
+    """Every Namespace, a page at a time."""
+    return _pages("list Namespaces", client.CoreV1Api(api).list_namespace)
+
+
 def list_credentials(
     api: client.ApiClient, namespace: str | None = None, *, label_selector: str | None = None
 ) -> list[Json]:
@@ -209,17 +214,22 @@ def list_pods(api: client.ApiClient, namespace: str) -> list[Json]:
     return _items(f"list Pods in namespace {namespace}", client.CoreV1Api(api).list_namespaced_pod, namespace)
 
 
-def read_credential_binding(api: client.ApiClient, namespace: str, name: str) -> Json | None:
-    """The CredentialBinding, or None when it does not exist."""
+def read_object(api: client.ApiClient, plural: str, kind: str, namespace: str, name: str) -> Json | None:
+    """One of credbridge's namespaced objects (`plural` in group credbridge.io), or None when it does not exist."""
     return _or_none_if_missing(
-        f"read CredentialBinding {namespace}/{name}",
+        f"read {kind} {namespace}/{name}",
         client.CustomObjectsApi(api).get_namespaced_custom_object,
         names.GROUP,
         names.VERSION,
         namespace,
-        names.CREDENTIAL_BINDING_PLURAL,
+        plural,
         name,
     )
+
+
+def read_credential_binding(api: client.ApiClient, namespace: str, name: str) -> Json | None:
+    """The CredentialBinding, or None when it does not exist."""
+    return read_object(api, names.CREDENTIAL_BINDING_PLURAL, names.CREDENTIAL_BINDING_KIND, namespace, name)
 
 
 def list_credential_bindings(api: client.ApiClient, namespace: str) -> list[Json]:

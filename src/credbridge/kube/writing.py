@@ -77,9 +77,18 @@ def _status_patch_body(patch: Json, resource_version: str | None) -> Json:
     return body
 
 
-def _patch_status(
-    api: client.ApiClient, plural: str, kind: str, namespace: str, name: str, patch: Json, resource_version: str | None
+def patch_status(
+    api: client.ApiClient,
+    plural: str,
+    kind: str,
+    namespace: str,
+    name: str,
+    patch: Json,
+    *,
+    resource_version: str | None,
 ) -> Json:
+    """Merge-patch the status subresource of one of credbridge's namespaced kinds (only if it is still at
+    `resource_version`, when given) and return the object as stored."""
     with errors.translated(f"update the status of {kind} {namespace}/{name}"):
         return _json(
             client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
@@ -94,28 +103,54 @@ def _patch_status(
         )
 
 
+def set_finalizers(
+    api: client.ApiClient,
+    plural: str,
+    kind: str,
+    namespace: str,
+    name: str,
+    finalizers: list[str],
+    *,
+    resource_version: str,
+) -> Json | None:
+    """Replace the finalizer list of one of credbridge's namespaced kinds, only if the object is still at
+    `resource_version` (else 409: another controller's finalizer is never lost). Returns the object as
+    stored, or None when it is gone."""
+    patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+    with errors.translated(f"update the finalizers of {kind} {namespace}/{name}"):
+        try:
+            return _json(
+                client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                    names.GROUP, names.VERSION, namespace, plural, name, patch, _preload_content=False
+                )
+            )
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+
 def patch_credential_status(
     api: client.ApiClient, namespace: str, name: str, patch: Json, *, resource_version: str | None = None
 ) -> Json:
     """Merge-patch a Credential's status subresource (only if still at `resource_version`, when given)."""
-    return _patch_status(api, names.CREDENTIAL_PLURAL, names.CREDENTIAL_KIND, namespace, name, patch, resource_version)
+    return patch_status(
+        api, names.CREDENTIAL_PLURAL, names.CREDENTIAL_KIND, namespace, name, patch, resource_version=resource_version
+    )
 
 
 def patch_credential_share_status(
     api: client.ApiClient, namespace: str, name: str, patch: Json, *, resource_version: str | None = None
 ) -> Json:
     """Merge-patch a CredentialShare's status subresource (only if still at `resource_version`, when given)."""
-    return _patch_status(
-        api, names.CREDENTIAL_SHARE_PLURAL, names.CREDENTIAL_SHARE_KIND, namespace, name, patch, resource_version
-    )
-
-
-def patch_credential_binding_status(
-    api: client.ApiClient, namespace: str, name: str, patch: Json, *, resource_version: str | None = None
-) -> Json:
-    """Merge-patch a CredentialBinding's status subresource (only if still at `resource_version`, when given)."""
-    return _patch_status(
-        api, names.CREDENTIAL_BINDING_PLURAL, names.CREDENTIAL_BINDING_KIND, namespace, name, patch, resource_version
+    return patch_status(
+        api,
+        names.CREDENTIAL_SHARE_PLURAL,
+        names.CREDENTIAL_SHARE_KIND,
+        namespace,
+        name,
+        patch,
+        resource_version=resource_version,
     )
 
 

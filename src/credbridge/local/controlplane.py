@@ -300,7 +300,6 @@ class APIServer(LocalProcess):
             f"--service-account-key-file={pki.service_account_public_key}",
             f"--service-account-signing-key-file={pki.service_account_key}",
             f"--client-ca-file={pki.ca}",
-            "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
             f"--audit-policy-file={audit_policy}",
             f"--audit-log-path={audit_log}",
@@ -432,12 +431,7 @@ class ControlPlane:
         """
         if self.ca_file is None or self.ca_key_file is None:
             raise ControlPlaneError("user kubeconfigs need the local control plane's CA (not an existing cluster)")
-        ca = tls.Issued(self.ca_file.read_bytes(), self.ca_key_file.read_bytes())
-        stem = user.replace(":", "_")
-        cert, key = tls.issue(ca, user, organizations=list(groups), client=True).write(self.workdir / "pki", stem)
-        path = self.workdir / f"{stem}.kubeconfig"
-        _write_kubeconfig(path, self.server, self.ca_file, cert, key, user=user)
-        return path
+        return client_kubeconfig(self.workdir, self.server, user, groups)
 
     def install_crds(self) -> None:
         """Apply crds/ to the cluster and wait until the API server serves them."""
@@ -645,6 +639,18 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ssl.SSLError):
         return False
+
+
+def client_kubeconfig(workdir: pathlib.Path, server: str, user: str, groups: Sequence[str] = ()) -> pathlib.Path:
+    """A kubeconfig for the control plane in `workdir` that authenticates as `user` (in `groups`) with a
+    client certificate signed by its CA; written next to the admin kubeconfig."""
+    pki = workdir / "pki"
+    ca = tls.Issued((pki / "ca.crt").read_bytes(), (pki / "ca.key").read_bytes())
+    stem = user.replace(":", "_")
+    cert, key = tls.issue(ca, user, organizations=list(groups), client=True).write(pki, stem)
+    path = workdir / f"{stem}.kubeconfig"
+    _write_kubeconfig(path, server, pki / "ca.crt", cert, key, user=user)
+    return path
 
 
 def _write_kubeconfig(

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
 import pathlib
 import pwd
@@ -34,7 +33,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -42,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from credbridge.core import redaction
 from credbridge.flowise import bootstrap
-from credbridge.local import controlplane
+from credbridge.local import controlplane, npm
 
 FLOWISE_VERSION = "3.1.4"
 """The Flowise release the tests and benchmarks run (DESIGN §2c was measured on it)."""
@@ -56,8 +54,17 @@ class LocalFlowiseError(RuntimeError):
 
 def cache_dir() -> pathlib.Path:
     """Where installed Flowise versions live, next to the control plane binaries."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(pathlib.Path.home() / ".cache")
-    return pathlib.Path(base) / "credbridge" / "flowise"
+    return _package(FLOWISE_VERSION).directory
+
+
+def _package(version: str) -> npm.NpmPackage:
+    return npm.NpmPackage(
+        "flowise",
+        version,
+        cache_name="flowise",
+        marker="node_modules/.bin/flowise",
+        size_hint="several minutes, ~3 GiB",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,77 +85,15 @@ class FlowiseInstall:
 
 
 def ensure_installed(version: str = FLOWISE_VERSION, *, progress: bool = True) -> FlowiseInstall:
-    """The cached install of `flowise@version`, made with npm first if it is missing.
-
-    Installs into a staging directory and renames it when npm succeeded, so an interrupted
-    install is never mistaken for a finished one; a lock file keeps two sessions from installing
-    at once.
-    """
-    install = FlowiseInstall(version, cache_dir() / version)
-    if install.program.exists():
-        return install
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        raise LocalFlowiseError(
-            "the local Flowise needs Node.js and npm (Debian: `apt-get install nodejs npm`); neither was found on PATH"
-        )
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    with (cache_dir() / ".install.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if install.program.exists():
-            return install  # another session finished it while we waited
-        staging = cache_dir() / f".staging-{version}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        (staging / "package.json").write_text('{"name": "credbridge-flowise-cache", "private": true}\n')
-        log = cache_dir() / f"install-{version}.log"
-        _say(
-            progress,
-            f"installing flowise@{version} with npm into {install.root} (first time only: several minutes, "
-            f"~3 GiB; log {log})",
-        )
-        started = time.monotonic()
-        done = threading.Event()
-        ticker = threading.Thread(target=_report_install, args=(staging, started, done, progress), daemon=True)
-        ticker.start()
-        with log.open("wb") as handle:
-            result = subprocess.run(
-                [
-                    npm,
-                    "install",
-                    f"flowise@{version}",
-                    "--ignore-scripts",
-                    "--no-audit",
-                    "--no-fund",
-                    "--loglevel=error",
-                ],
-                cwd=staging,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-        done.set()
-        if result.returncode != 0:
-            raise LocalFlowiseError(
-                f"npm install flowise@{version} failed with exit code {result.returncode}; last lines of {log}:\n"
-                + controlplane._tail(log)
-            )
-        staging.rename(install.root)
-        _say(progress, f"flowise@{version} installed in {time.monotonic() - started:.0f}s")
-    return install
-
-
-def _report_install(staging: pathlib.Path, started: float, done: threading.Event, progress: bool) -> None:
-    while not done.wait(20):
-        modules = staging / "node_modules"
-        count = sum(1 for _ in modules.iterdir()) if modules.exists() else 0
-        _say(progress, f"  ... npm still installing flowise: {count} packages after {time.monotonic() - started:.0f}s")
+    """The cached install of `flowise@version`, made with npm first if it is missing (`credbridge.local.npm`)."""
+    try:
+        return FlowiseInstall(version, npm.ensure_package(_package(version), progress=progress))
+    except npm.NpmInstallError as error:
+        raise LocalFlowiseError(str(error)) from None
 
 
 def _say(progress: bool, message: str) -> None:
-    if progress:
-        print(f"credbridge: {message}", file=sys.stderr, flush=True)
+    npm.say(progress, message)
 
 
 def postgres_bin() -> pathlib.Path:

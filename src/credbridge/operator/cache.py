@@ -17,6 +17,8 @@ Invariants, kept under one lock by every method:
 - `_references` holds, for Secrets some Credential reads with `valueFrom`, the newest
   resourceVersion the metadata watch reported and the data last read at some resourceVersion;
   Secrets nobody references are not kept at all.
+- `stores` holds, per kind a consumer owns (CredentialBindings, FlowiseTargets...), a `Store`: the
+  same newest-version rule and the indexes that consumer declares, kept equal to its views.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import threading
+import typing
+from typing import Generic, Protocol, TypeVar
 
 from credbridge.core import views
 
@@ -57,16 +61,113 @@ def _newer(uid: str, resource_version: str, cached_uid: str, cached_version: str
     return resource_version != cached_version and views.resource_version_newer(resource_version, cached_version)
 
 
-def _add(index: dict[Key, set[str]], key: Key, value: str) -> None:
+def _add(index: dict[typing.Any, set[typing.Any]], key: typing.Any, value: typing.Any) -> None:
     index.setdefault(key, set()).add(value)
 
 
-def _discard(index: dict[Key, set[str]], key: Key, value: str) -> None:
+def _discard(index: dict[typing.Any, set[typing.Any]], key: typing.Any, value: typing.Any) -> None:
     members = index.get(key)
     if members is not None:
         members.discard(value)
         if not members:
             del index[key]
+
+
+class Versioned(Protocol):
+    """A view a Store can keep: an object's key, uid and resourceVersion."""
+
+    @property
+    def key(self) -> Key: ...
+
+    @property
+    def uid(self) -> str: ...
+
+    @property
+    def resource_version(self) -> str: ...
+
+
+V = TypeVar("V", bound=Versioned)
+
+IndexFunction = collections.abc.Callable[[V], collections.abc.Iterable[collections.abc.Hashable]]
+"""The index values a view is filed under (none, one or several)."""
+
+CredentialListener = collections.abc.Callable[[str, views.CredentialView, "views.CredentialView | None"], None]
+
+
+class Store(Generic[V]):
+    """The views of one kind, by key, with the indexes its controller declares.
+
+    Invariants, under the store's lock: `_views` holds the newest version seen of each object (an
+    older one is ignored, so a late watch event never undoes a write put here); each index maps a
+    value to exactly the keys whose current view files under it, and holds no empty sets. A lookup
+    costs O(answer).
+    """
+
+    def __init__(self, kind: str, indexes: collections.abc.Mapping[str, IndexFunction[V]]) -> None:
+        self.kind = kind
+        self._lock = threading.RLock()
+        self._views: dict[Key, V] = {}
+        self._functions = dict(indexes)
+        self._indexes: dict[str, dict[collections.abc.Hashable, set[Key]]] = {name: {} for name in indexes}
+
+    def put(self, view: V) -> tuple[bool, V | None]:
+        """Stores `view` unless this version or a newer one of the same object is held; returns whether it
+        was stored, and the view held before."""
+        with self._lock:
+            previous = self._views.get(view.key)
+            if previous is not None and not _newer(
+                view.uid, view.resource_version, previous.uid, previous.resource_version
+            ):
+                return False, previous
+            if previous is not None:
+                self._file(previous, remove=True)
+            self._views[view.key] = view
+            self._file(view, remove=False)
+            return True, previous
+
+    def remove(self, key: Key) -> V | None:
+        """Forgets a deleted object; returns its last view."""
+        with self._lock:
+            previous = self._views.pop(key, None)
+            if previous is not None:
+                self._file(previous, remove=True)
+            return previous
+
+    def get(self, key: Key) -> V | None:
+        with self._lock:
+            return self._views.get(key)
+
+    def key_list(self) -> list[Key]:
+        """Every key, sorted (a snapshot, for periodic work that visits all)."""
+        with self._lock:
+            return sorted(self._views)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._views)
+
+    def lookup(self, index: str, value: collections.abc.Hashable) -> list[V]:
+        """The views filed under `value` in `index`, sorted by key."""
+        with self._lock:
+            return [self._views[key] for key in sorted(self._indexes[index].get(value, ()))]
+
+    def lookup_keys(self, index: str, value: collections.abc.Hashable) -> list[Key]:
+        with self._lock:
+            return sorted(self._indexes[index].get(value, ()))
+
+    def index_snapshot(self, index: str) -> dict[collections.abc.Hashable, set[Key]]:
+        """A copy of one index (for tests that compare it with a scan)."""
+        with self._lock:
+            return {value: set(keys) for value, keys in self._indexes[index].items()}
+
+    def _file(self, view: V, *, remove: bool) -> None:
+        for name, function in self._functions.items():
+            index = self._indexes[name]
+            for value in set(function(view)):
+                if remove:
+                    _discard(index, value, view.key)
+                else:
+                    _add(index, value, view.key)
 
 
 class Cache:
@@ -93,6 +194,19 @@ class Cache:
         self._secrets: dict[Key, views.SecretView] = {}
         self._references: dict[Key, ReferencedSecret] = {}
         self._namespaces: dict[str, views.NamespaceView] = {}
+        self.stores: dict[str, Store[typing.Any]] = {}
+        """Kinds consumers own, by kind name (see `store`)."""
+        self.credential_listeners: list[CredentialListener] = []
+        """Told of every Credential change the cache stores — from a watch event or written through by
+        the operator itself — and of every removal: (ADDED|MODIFIED|DELETED, view, previous view).
+        Called outside the lock, in the thread that stored it; listeners only look up and queue."""
+
+    def store(self, kind: str, indexes: collections.abc.Mapping[str, IndexFunction[V]]) -> Store[V]:
+        """A new Store for `kind` with the indexes its consumer declares, kept with the cache."""
+        made: Store[V] = Store(kind, indexes)
+        with self._lock:
+            self.stores[kind] = made
+        return made
 
     # ---- Credentials -------------------------------------------------------------------------
 
@@ -111,7 +225,9 @@ class Cache:
                 self._unindex(previous)
             self._credentials[view.key] = view
             self._index(view)
-            return True, previous
+        for listener in self.credential_listeners:
+            listener("MODIFIED" if previous is not None else "ADDED", view, previous)
+        return True, previous
 
     def remove_credential(self, key: Key) -> views.CredentialView | None:
         """Forgets a deleted Credential; returns its last view."""
@@ -119,7 +235,10 @@ class Cache:
             previous = self._credentials.pop(key, None)
             if previous is not None:
                 self._unindex(previous)
-            return previous
+        if previous is not None:
+            for listener in self.credential_listeners:
+                listener("DELETED", previous, previous)
+        return previous
 
     def _index(self, view: views.CredentialView) -> None:
         namespace = view.namespace

@@ -8,7 +8,9 @@ and the periodic verification of every managed Secret as stored.
 
 Every reconcile goes through a work queue, so one object is never reconciled by two threads at
 once, whatever triggered it. Credentials are reconciled by operator/credentials.py, the mirrors of
-a shared Credential by operator/shares.py.
+a shared Credential by operator/shares.py. Consumers (operator/consumer.py: bindings, the Flowise
+sync...) are added with `add_consumer`: the controller tells them of every Credential the cache
+stores, every Secret event and every share event, and hands them the `context` they work with.
 """
 
 from __future__ import annotations
@@ -16,14 +18,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from credbridge.core import keyring, names, registry, views
+from credbridge.core import keyring, names, registry, release, views
 from credbridge.kube import builtins, connecting, fetching, watching
+from credbridge.operator import applying, consumer, credentials, metrics, reading, reconciling, shares, workqueue
 from credbridge.operator import cache as cache_module
-from credbridge.operator import credentials, metrics, shares, workqueue
 from credbridge.operator import settings as settings_module
 
 logger = logging.getLogger(__name__)
@@ -49,31 +50,33 @@ class Controller:
         self._keyring = ring
         self._types = types
         self.cache = cache_module.Cache()
-        self.queue: workqueue.WorkQueue[Key] = workqueue.WorkQueue(self._reconcile_credential, workers=settings.workers)
-        self.share_queue: workqueue.WorkQueue[Key] = workqueue.WorkQueue(self._reconcile_share, workers=1, name="share")
+        self.reader = reading.Reader(api, self.cache, self.current_keyring)
+        self.applier = applying.Applier(
+            api, self.cache, write_failures_before_report=settings.write_failures_before_report
+        )
+        self.release_policy = release.Policy(env=self.env_policy, plain_secrets=settings.bindings.secrets == "allow")
+        self.queue: workqueue.WorkQueue[Key] = workqueue.WorkQueue(
+            reconciling.instrumented(self._credential_label, self._reconcile_credential),
+            workers=settings.workers,
+            name="credential",
+        )
+        self.share_queue: workqueue.WorkQueue[Key] = workqueue.WorkQueue(
+            reconciling.instrumented("share", self._reconcile_share), workers=1, name="share"
+        )
         self.credentials = credentials.CredentialReconciler(
-            api,
             self.cache,
+            self.reader,
+            self.applier,
             keyring_now=self.current_keyring,
             types_now=self.types,
             env_lookup=env_lookup,
             env_policy=self.env_policy,
             enqueue=self.queue.add,
-            write_failures_before_report=settings.write_failures_before_report,
         )
-        self.shares = shares.ShareReconciler(
-            api,
-            self.cache,
-            enqueue_credential=self.queue.add,
-            write_failures_before_report=settings.write_failures_before_report,
-        )
+        self.shares = shares.ShareReconciler(self.cache, self.applier, enqueue_credential=self.queue.add)
         metrics.STATE.set_share_source(self.shares.state_counts)
-        self.credential_listeners: list[Callable[[str | None, views.CredentialView], None]] = []
-        """Told of every Credential event once the cache holds it: (event type, the view). Consumers that
-        read Credentials from the cache (the Flowise sync) queue their work here."""
-        self.secret_listeners: list[Callable[[str | None, Key, Mapping[str, str]], None]] = []
-        """Also told of every Secret event, written through or not: (event type, key, labels). The
-        CredentialBinding reconciler listens here for its output Secrets and new managed content."""
+        self.consumers: list[consumer.Consumer] = []
+        """Told of every Credential the cache stores, every Secret event and every share event."""
         self._stopping = threading.Event()
         self._secret_watches: list[watching.SecretMetadataWatch] = []
         self._resync_thread = threading.Thread(target=self._resync_forever, name="resync", daemon=True)
@@ -81,7 +84,8 @@ class Controller:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def prime(self) -> int:
-        """Fills the cache with every Credential and managed Secret before reconciling starts; returns the count.
+        """Fills the cache with every Credential, managed Secret, share and namespace before reconciling starts;
+        returns the number of Credentials.
 
         Reconciles then start from a complete view: duplicate ids are judged against every
         Credential with the id, and each managed Secret is compared from the cache (no create
@@ -95,9 +99,18 @@ class Controller:
             for page in fetching.iter_credentials(self.api, namespace):
                 for credential in page:
                     self.cache.put_credential(views.CredentialView.from_object(credential))
+            # Shares are planned from every namespace's consent: with the namespaces and shares known
+            # from the start, a restart re-plans them to what their status already says.
+            for share in fetching.list_credential_shares(self.api, namespace):
+                self.cache.put_share(views.ShareView.from_object(share))
+        for page in fetching.iter_namespaces(self.api):
+            for namespace_object in page:
+                self.cache.put_namespace(views.NamespaceView.from_object(namespace_object))
         keys = self.cache.credential_keys()
         for key in keys:
             self.queue.add(key)
+        for source in self.cache.shared_sources():
+            self.share_queue.add(source)
         return len(keys)
 
     def start(self) -> None:
@@ -121,8 +134,28 @@ class Controller:
         self._stopping.set()
         for secret_watch in self._secret_watches:
             secret_watch.stop()
+        for each in self.consumers:
+            each.stop()
         self.queue.stop()
         self.share_queue.stop()
+
+    def context(self) -> consumer.Context:
+        """What a consumer works with: the API, the cache, the reader, the applier, keys, types, policy."""
+        return consumer.Context(
+            api=self.api,
+            settings=self.settings,
+            cache=self.cache,
+            reader=self.reader,
+            applier=self.applier,
+            keyring_now=self.current_keyring,
+            types_now=self.types,
+            release_policy=self.release_policy,
+        )
+
+    def add_consumer(self, added: consumer.Consumer) -> None:
+        """Routes Credential, Secret and share events to `added` from now on (it is started by the caller)."""
+        self.consumers.append(added)
+        self.cache.credential_listeners.append(added.credential_changed)
 
     # ---- inputs from watches ---------------------------------------------------------------
 
@@ -135,10 +168,9 @@ class Controller:
             metrics.STATE.forget_credential(view.key)
             self._queue_same_id(view)
             self.share_queue.add(view.shared_from or view.key)
-            self._tell_credential_listeners(event_type, view)
             return
+        # Consumers hear of a stored change from the cache itself (its credential listeners).
         stored, previous = self.cache.put_credential(view)
-        self._tell_credential_listeners(event_type, view)
         if not stored:
             return  # nothing newer than what the cache holds (our own write, written through)
         self.queue.add(view.key)
@@ -151,10 +183,6 @@ class Controller:
             self.share_queue.add(view.shared_from)
         elif self.cache.shares_of(view.key):
             self.share_queue.add(view.key)
-
-    def _tell_credential_listeners(self, event_type: str | None, view: views.CredentialView) -> None:
-        for listener in self.credential_listeners:
-            listener(event_type, view)
 
     def _queue_same_id(self, view: views.CredentialView) -> None:
         for other in self.cache.with_id(view.namespace, view.credential_id):
@@ -169,8 +197,8 @@ class Controller:
             self.cache.remove_secret(view.key)
         else:
             stored = self.cache.put_secret(view)
-        for listener in self.secret_listeners:
-            listener(event_type, view.key, view.labels)
+        for each in self.consumers:
+            each.secret_changed(event_type, view.key, view.labels)
         if not stored:
             return  # the cache already holds this version (our own write)
         owner = view.credential_name
@@ -186,8 +214,8 @@ class Controller:
         """
         key = (secret.namespace, secret.name)
         self.cache.note_secret_version(key, None if event_type == "DELETED" else secret.resource_version)
-        for listener in self.secret_listeners:
-            listener(event_type, key, secret.labels)
+        for each in self.consumers:
+            each.secret_changed(event_type, key, secret.labels)
         for credential in self.cache.reading_secret(*key):
             self.queue.add(credential)
         for credential in self.cache.targeting_secret(*key):
@@ -243,6 +271,8 @@ class Controller:
     def share_changed(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A CredentialShare changed: re-plan the mirrors of the Credential it names (and named before)."""
         view = views.ShareView.from_object(body)
+        for each in self.consumers:
+            each.share_changed(event_type, view)
         if event_type == "DELETED":
             previous = self.cache.remove_share(view.key)
             self.shares.forget_share(view.key)
@@ -329,22 +359,17 @@ class Controller:
 
     # ---- reconciling -----------------------------------------------------------------------
 
-    def _reconcile_credential(self, key: Key) -> None:
+    def _credential_label(self, key: Key) -> str:
         view = self.cache.credential(key)
-        kind = "mirror" if view is not None and view.shared_from else "credential"
-        started = time.perf_counter()
-        try:
-            result = self.credentials.reconcile(key)
-        except Exception:
-            metrics.RECONCILES.labels(kind, "error").inc()
-            raise
-        finally:
-            metrics.RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
-        metrics.RECONCILES.labels(kind, result).inc()
-        if result == "written":
+        return "mirror" if view is not None and view.shared_from else "credential"
+
+    def _reconcile_credential(self, key: Key) -> reconciling.Result:
+        result = self.credentials.reconcile(key)
+        if result.outcome == "written":
             ring = self.current_keyring()
             if ring is not None:
                 metrics.REENCRYPTION_PENDING.set(metrics.STATE.not_on_key(ring.active_id))
+        return result
 
-    def _reconcile_share(self, source: Key) -> None:
-        self.shares.reconcile(source)
+    def _reconcile_share(self, source: Key) -> reconciling.Result:
+        return self.shares.reconcile(source)

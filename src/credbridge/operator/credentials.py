@@ -19,10 +19,10 @@ import secrets
 import threading
 from typing import Any
 
-from credbridge.core import envelope, envrefs, keyring, names, planning, redaction, registry, views
-from credbridge.kube import connecting, errors, fetching, writing
+from credbridge.core import envrefs, keyring, names, planning, redaction, registry, views
+from credbridge.kube import errors
+from credbridge.operator import applying, metrics, reading, reconciling
 from credbridge.operator import cache as cache_module
-from credbridge.operator import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -35,32 +35,7 @@ def now_rfc3339() -> str:
 
 def involved(view: views.CredentialView) -> dict[str, Any]:
     """The Credential as an Event's involved object."""
-    return {
-        "apiVersion": names.API_VERSION,
-        "kind": names.CREDENTIAL_KIND,
-        "metadata": {
-            "namespace": view.namespace,
-            "name": view.name,
-            "uid": view.uid,
-            "resourceVersion": view.resource_version,
-        },
-    }
-
-
-def post_event(api: connecting.ApiClient, view: views.CredentialView, event: planning.Event) -> None:
-    """Posts an Event about a Credential; a refusal is logged, never raised (Events are best effort)."""
-    try:
-        writing.post_event(api, involved(view), type=event.type, reason=event.reason, message=event.message)
-        metrics.API_WRITES.labels("events", "create").inc()
-    except errors.ApiError as error:
-        # A namespace being deleted refuses new Events (403): expected, not an RBAC gap.
-        logger.log(
-            logging.DEBUG if error.namespace_terminating else logging.WARNING,
-            "could not post an event for %s/%s: %s",
-            view.namespace,
-            view.name,
-            error.explanation,
-        )
+    return applying.involved(names.CREDENTIAL_KIND, view.namespace, view.name, view.uid, view.resource_version)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,29 +54,27 @@ class CredentialReconciler:
 
     def __init__(
         self,
-        api: connecting.ApiClient,
         cache: cache_module.Cache,
+        reader: reading.Reader,
+        applier: applying.Applier,
         *,
         keyring_now: collections.abc.Callable[[], keyring.Keyring | None],
         types_now: collections.abc.Callable[[], registry.Registry],
         env_lookup: envrefs.Lookup,
         env_policy: envrefs.EnvPolicy,
         enqueue: collections.abc.Callable[[Key], None],
-        write_failures_before_report: int,
     ) -> None:
-        self._api = api
         self._cache = cache
+        self._reader = reader
+        self._applier = applier
         self._keyring_now = keyring_now
         self._types_now = types_now
         self._env_lookup = env_lookup
         self._env_policy = env_policy
         self._enqueue = enqueue
-        self._write_failures_before_report = write_failures_before_report
         self._lock = threading.Lock()
         self._verify_from_api: set[Key] = set()
         """Credentials whose next reconcile reads the managed Secret from the API server, not the cache."""
-        self._write_failures: dict[Key, int] = {}
-        """Consecutive failed Secret writes per Credential (reset by a successful one)."""
 
     def verify_from_api(self, key: Key) -> None:
         """Makes the next reconcile of `key` check the managed Secret as stored, not as cached."""
@@ -112,15 +85,15 @@ class CredentialReconciler:
         """Drops what is remembered about a deleted Credential."""
         with self._lock:
             self._verify_from_api.discard(key)
-            self._write_failures.pop(key, None)
+        self._applier.failures.clear(key)
 
     # ---- the work-queue entry point ------------------------------------------------------------
 
-    def reconcile(self, key: Key) -> str:
-        """Brings one Credential's Secret and status in line; returns the result for metrics and logs."""
+    def reconcile(self, key: Key) -> reconciling.Result:
+        """Brings one Credential's Secret and status in line."""
         view = self._cache.credential(key)
         if view is None or view.deleting:
-            return "skipped"
+            return reconciling.Result.done("skipped")
         with self._lock:
             from_api = key in self._verify_from_api
             self._verify_from_api.discard(key)
@@ -139,7 +112,7 @@ class CredentialReconciler:
         except errors.ApiError as error:
             if error.namespace_terminating:
                 logger.debug("skipping %s/%s: its namespace is being deleted", *key)
-                return "skipped"
+                return reconciling.Result.done("skipped")
             if from_api:
                 self.verify_from_api(key)
             raise
@@ -147,16 +120,11 @@ class CredentialReconciler:
     # ---- gather --------------------------------------------------------------------------------
 
     def _managed_secret(self, view: views.CredentialView, *, from_api: bool) -> views.SecretView | None:
-        key = (view.namespace, view.secret_name)
         if not from_api:
-            return self._cache.secret(key)
-        stored = fetching.read_secret(self._api, *key)
-        if stored is None:
-            self._cache.remove_secret(key)
-            return None
-        secret = views.SecretView.from_object(stored)
-        if secret.managed:
-            self._cache.put_secret(secret)
+            return self._cache.secret((view.namespace, view.secret_name))
+        secret = self._reader.managed_secret(view, from_api=True)
+        if secret is None:
+            self._cache.remove_secret((view.namespace, view.secret_name))
         return secret
 
     def _referenced_data(self, namespace: str, name: str) -> collections.abc.Mapping[str, str] | None:
@@ -167,11 +135,10 @@ class CredentialReconciler:
             return known.data
         if known is not None and known.resource_version == "":
             return None  # the watch saw it deleted
-        stored = fetching.read_secret(self._api, namespace, name)
-        if stored is None:
+        secret = self._reader.secret(namespace, name)
+        if secret is None:
             self._cache.store_referenced_data(key, "", None)
             return None
-        secret = views.SecretView.from_object(stored)
         self._cache.store_referenced_data(key, secret.resource_version, secret.data)
         return secret.data
 
@@ -183,16 +150,10 @@ class CredentialReconciler:
             return planning.Failure("SourceNotFound", f"the shared Credential {where} does not exist any more")
         if not source.ready:
             return planning.Failure("SourceNotReady", f"the shared Credential {where} is not Ready yet")
-        secret = self._cache.secret((source.namespace, source.secret_name))
-        ring = self._keyring_now()
-        if secret is None or ring is None:
-            return planning.Failure("SourceNotReady", f"the Secret of the shared Credential {where} is not available")
-        try:
-            return planning.open_managed_secret(source, secret, ring)
-        except envelope.EnvelopeError:
-            return planning.Failure(
-                "SourceNotReady", f"the Secret of the shared Credential {where} could not be opened"
-            )
+        content = self._reader.open(source)
+        if isinstance(content, planning.Failure):
+            return planning.Failure("SourceNotReady", f"the shared Credential {where}: {content.message}")
+        return content
 
     def gather(self, view: views.CredentialView, current: views.SecretView | None) -> Gathered:
         inputs = planning.Inputs(
@@ -231,52 +192,42 @@ class CredentialReconciler:
 
     # ---- apply ---------------------------------------------------------------------------------
 
-    def _apply(self, view: views.CredentialView, plan: planning.Plan, current: views.SecretView | None) -> str:
+    def _apply(
+        self, view: views.CredentialView, plan: planning.Plan, current: views.SecretView | None
+    ) -> reconciling.Result:
         if plan.secret is not None:
             self._write_secret(view, plan.secret, current)
         patch = planning.status_patch(view.status, plan.status)
         if patch is not None:
             self._write_status(view, patch)
         if plan.event is not None:
-            post_event(self._api, view, plan.event)
+            self._applier.event(involved(view), plan.event)
         key_id = str(plan.status.get("keyId") or "")
         metrics.STATE.set_credential(view.key, "False" if plan.failure else "True", view.type_name, key_id)
         if plan.failure:
             logger.info("Credential %s/%s is not ready: %s", view.namespace, view.name, plan.failure.reason)
-            return f"failed:{plan.failure.reason}"
+            return reconciling.Result.done(f"failed:{plan.failure.reason}")
         if plan.secret is None:
-            return "unchanged"
+            return reconciling.Result.done("unchanged")
         logger.info("Credential %s/%s: Secret %s written (key %s)", view.namespace, view.name, view.secret_name, key_id)
         if view.shared_from is None:
             for mirror in self._cache.mirrors_of(view.key):
                 self._enqueue(mirror.key)
-        return "written"
+        return reconciling.Result.done("written")
 
     def _write_secret(
         self, view: views.CredentialView, secret: dict[str, Any], current: views.SecretView | None
     ) -> None:
         try:
-            if current is None:
-                written = writing.create_secret(self._api, secret)
-                metrics.API_WRITES.labels("secrets", "create").inc()
-            else:
-                written = writing.replace_secret(self._api, secret, current.resource_version)
-                metrics.API_WRITES.labels("secrets", "update").inc()
+            self._applier.write_secret(secret, current)
         except errors.ApiError as error:
-            if not (error.conflict or error.namespace_terminating):
+            if not (error.conflict or error.namespace_terminating) and self._applier.failures.record(view.key):
                 self._report_write_failure(view, error)
             raise
-        with self._lock:
-            self._write_failures.pop(view.key, None)
-        self._cache.put_secret(views.SecretView.from_object(written))
+        self._applier.failures.clear(view.key)
 
     def _write_status(self, view: views.CredentialView, patch: dict[str, Any]) -> None:
-        written = writing.patch_credential_status(
-            self._api, view.namespace, view.name, patch, resource_version=view.resource_version
-        )
-        metrics.API_WRITES.labels("credentials/status", "patch").inc()
-        updated = views.CredentialView.from_object(written)
-        self._cache.put_credential(updated)
+        updated = self._applier.patch_credential_status(view, patch)
         if updated.credential_id != view.credential_id or updated.established_id != view.established_id:
             # Which of several Credentials with one id holds it may have changed.
             for other in self._cache.with_id(view.namespace, updated.credential_id):
@@ -285,11 +236,6 @@ class CredentialReconciler:
 
     def _report_write_failure(self, view: views.CredentialView, error: errors.ApiError) -> None:
         """After several failed writes in a row, says so on the status (Ready=False, WriteFailed)."""
-        with self._lock:
-            count = self._write_failures.get(view.key, 0) + 1
-            self._write_failures[view.key] = count
-        if count < self._write_failures_before_report:
-            return
         plan = planning.plan_write_failure(
             view, now=now_rfc3339(), target=f"Secret {view.secret_name}", error=error.explanation
         )
@@ -298,7 +244,7 @@ class CredentialReconciler:
             if patch is not None:
                 self._write_status(view, patch)
             if plan.event is not None:
-                post_event(self._api, view, plan.event)
+                self._applier.event(involved(view), plan.event)
         except errors.ApiError as status_error:
             logger.warning(
                 "could not report the failed write on Credential %s/%s: %s",

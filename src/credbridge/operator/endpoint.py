@@ -32,7 +32,8 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+import typing
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -41,19 +42,17 @@ from aiohttp import web
 from credbridge import tls
 from credbridge.core import (
     binding,
-    envelope,
-    envrefs,
     keyring,
     names,
     planning,
     ratelimit,
-    redaction,
+    release,
     reviewcache,
-    views,
     workload,
 )
 from credbridge.kube import connecting, errors, fetching, reviewing
-from credbridge.operator import metrics
+from credbridge.operator import cache as cache_module
+from credbridge.operator import metrics, reading
 from credbridge.operator import settings as settings_module
 
 logger = logging.getLogger("credbridge.endpoint")
@@ -71,14 +70,10 @@ SEALING_CERT_PATH = "/v1/sealing-keys/cert.pem"
 class Sources:
     """What the endpoint reads from the rest of the operator."""
 
-    credential: Callable[[Key], views.CredentialView | None]
-    """The Credential in the controller's watch cache, or None."""
-    secret: Callable[[Key], views.SecretView | None]
-    """The managed Secret (with its ciphertext) in the controller's watch cache, or None."""
+    cache: cache_module.Cache
+    """The controller's watch cache: Credentials, managed Secrets, and the CredentialBindings store."""
     keyring: Callable[[], keyring.Keyring | None]
-    binding: Callable[[Key], Mapping[str, Any] | None]
-    """The CredentialBinding in the binding controller's cache, or None."""
-    env_policy: envrefs.EnvPolicy
+    release_policy: release.Policy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,18 +82,20 @@ class ServingCertificate:
     pkeyfile: str
     ca_pem: str | None
     """The CA that signed the certificate (given to injected Pods); None: a public CA, use system trust."""
+    cafile: str | None = None
+    """Where that CA is as a file (for `credbridge env --ca-file`), when there is one."""
 
 
 def serving_certificate(settings: settings_module.EndpointSettings) -> ServingCertificate:
     """The certificate from outside (the chart), or one issued by a CA made here (development, tests)."""
     if settings.certfile and settings.pkeyfile:
         bundle = pathlib.Path(settings.cafile).read_text() if settings.cafile else None
-        return ServingCertificate(settings.certfile, settings.pkeyfile, bundle)
+        return ServingCertificate(settings.certfile, settings.pkeyfile, bundle, settings.cafile)
     directory = pathlib.Path(tempfile.mkdtemp(prefix="credbridge-endpoint-"))
     ca = tls.make_ca("credbridge-endpoint-ca")
     certfile, pkeyfile = tls.issue(ca, settings.host, hosts=[settings.host]).write(directory, "serving")
     (directory / "ca.crt").write_bytes(ca.cert_pem)
-    return ServingCertificate(str(certfile), str(pkeyfile), ca.cert_pem.decode())
+    return ServingCertificate(str(certfile), str(pkeyfile), ca.cert_pem.decode(), str(directory / "ca.crt"))
 
 
 class ReadEndpoint:
@@ -116,6 +113,8 @@ class ReadEndpoint:
         self.settings = settings
         self.api = api
         self.sources = sources
+        self.reader = reading.Reader(api, sources.cache, sources.keyring)
+        """The one reader of plaintext, on the endpoint's own connection pool."""
         self.certificate = serving_certificate(settings)
         external = bool(settings.certfile and settings.pkeyfile)
         self.listen_host = bind_address if external else settings.host
@@ -144,12 +143,13 @@ class ReadEndpoint:
                 f"the read endpoint cannot listen on {self.listen_host}:{self.settings.port}: {self._failure}"
             )
         logger.info(
-            "read endpoint listening on %s:%d, serving %s (rate %g/s, burst %d per identity)",
+            "read endpoint listening on %s:%d, serving %s (rate %g/s, burst %d per identity); its CA: %s",
             self.listen_host,
             self.settings.port,
             self.url,
             self.settings.reads_per_second,
             self.settings.burst,
+            self.certificate.cafile or "a public CA (the system trust store)",
         )
 
     def alive(self) -> bool:
@@ -309,64 +309,40 @@ class ReadEndpoint:
                 return workload.forbidden(identity, target)
             credential_target = workload.binding_credential(bound)
         try:
-            credential = self._credential((credential_target.namespace, credential_target.name))
+            # A standby replica's cache is not fed: the reader asks the API server for what it lacks.
+            credential = self.reader.credential((credential_target.namespace, credential_target.name))
             source = None
             if credential is not None and credential.shared_from is not None:
-                source = self._credential(credential.shared_from)
-            release = workload.release_credential(
-                identity, credential_target, target, credential, source, self.sources.env_policy
+                source = self.reader.credential(credential.shared_from)
+            decision = workload.release_credential(
+                identity, credential_target, target, credential, source, self.sources.release_policy
             )
-            if isinstance(release, workload.Answer):
-                return release
-            fields = self._open(release.credential)
+            if isinstance(decision, workload.Answer):
+                return decision
+            fields = self.reader.open(decision.credential)
         except errors.ApiError as error:
             logger.warning("workload read: %s", error)
             return workload.review_unavailable("read of the Credential")
-        if fields is None:
-            return workload.not_openable(release.credential)
+        if isinstance(fields, planning.Failure):
+            return workload.not_openable(decision.credential)
         values = fields
         if bound is not None:
-            where = f"Credential {release.credential.namespace}/{release.credential.name}"
+            where = f"Credential {decision.credential.namespace}/{decision.credential.name}"
             try:
                 values = workload.render_binding(bound, fields, where=where)
             except ValueError as error:
                 return workload.not_renderable(target, str(error))
-        return workload.values_answer(target, values, credential=release.credential)
-
-    def _credential(self, key: Key) -> views.CredentialView | None:
-        """The Credential from the controller's cache; read from the API server only when the cache lacks it
-        (a standby replica's cache is not fed)."""
-        cached = self.sources.credential(key)
-        if cached is not None:
-            return cached
-        stored = fetching.read_credential(self.api, *key)
-        return views.CredentialView.from_object(stored) if stored is not None else None
+        return workload.values_answer(target, values, credential=decision.credential)
 
     def _binding(self, target: workload.Target) -> binding.BindingView | None:
-        """The binding from the binding controller's cache; read from the API server when the cache lacks it."""
+        """The binding from the watch cache's store; read from the API server when the cache lacks it."""
         key = (target.namespace, target.name)
-        body = self.sources.binding(key) or fetching.read_credential_binding(self.api, *key)
-        return binding.BindingView.from_object(body) if body is not None else None
-
-    def _open(self, view: views.CredentialView) -> redaction.SecretFields | None:
-        """The Credential's plaintext, from the cached Secret (or a fresh read when that one does not open)."""
-        ring = self.sources.keyring()
-        if ring is None:
-            return None
-        key = (view.namespace, view.secret_name)
-        cached = self.sources.secret(key)
+        store = self.sources.cache.stores.get(names.CREDENTIAL_BINDING_PLURAL)
+        cached = store.get(key) if store is not None else None
         if cached is not None:
-            try:
-                return planning.open_managed_secret(view, cached, ring)
-            except envelope.EnvelopeError:
-                pass  # the watch may not have delivered the latest Secret yet: read it
-        stored = fetching.read_secret(self.api, *key)
-        if stored is None:
-            return None
-        try:
-            return planning.open_managed_secret(view, views.SecretView.from_object(stored), ring)
-        except envelope.EnvelopeError:
-            return None
+            return typing.cast(binding.BindingView, cached)
+        body = fetching.read_credential_binding(self.api, *key)
+        return binding.BindingView.from_object(body) if body is not None else None
 
 
 def start(

@@ -14,11 +14,9 @@ from typing import Any
 import kopf
 
 from credbridge.core import admission, binding, names, views
-from credbridge.core.flowise import target as flowise_target
 from credbridge.kube import fetching
 from credbridge.operator import bindings as bindings_module
 from credbridge.operator import controller as controller_module
-from credbridge.operator import flowise as flowise_module
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +55,15 @@ def _metadata_only(body: Any) -> dict[str, Any]:
 def register(
     registry: kopf.OperatorRegistry,
     controller: controller_module.Controller,
-    bindings: bindings_module.BindingController,
     *,
     operator_username: str,
     webhooks: bool,
 ) -> None:
-    """Register every handler of the operator into `registry`."""
+    """Register the handlers of the controller's kinds and the admission webhooks into `registry`.
+
+    Consumers (bindings, the Flowise sync) register the handlers of their own kinds themselves
+    (operator/consumers.py); their Credential, Secret and share events come through the controller.
+    """
 
     # Event handlers are coroutines: they only update the cache and queue keys (no I/O), so they
     # run on kopf's event loop instead of a thread-pool hop per event. The views the controller
@@ -70,21 +71,10 @@ def register(
     @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_PLURAL, registry=registry)
     async def credential_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         controller.credential_changed(type, body)
-        bindings.credential_changed(type, body)
 
     @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_SHARE_PLURAL, registry=registry)
     async def share_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         controller.share_changed(type, body)
-        bindings.share_changed(type, body)
-
-    @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_BINDING_PLURAL, registry=registry)
-    async def binding_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        bindings.binding_changed(type, _plain(body))
-
-    @kopf.on.event("", "v1", "pods", registry=registry)
-    async def pod_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        # Which Secrets a Pod reads is all usage needs: its metadata and spec, never its status.
-        bindings.pod_changed(type, {"metadata": _plain(body)["metadata"], "spec": copy.deepcopy(dict(body.spec))})
 
     @kopf.on.event(names.GROUP, names.VERSION, names.CREDENTIAL_TYPE_PLURAL, registry=registry)
     def type_event(type: str | None, body: kopf.Body, **_: Any) -> None:
@@ -120,7 +110,7 @@ def register(
         using: list[str] = []
         if operation == "DELETE" and old_obj is not None and not (old_obj.get("spec") or {}).get("sharedFrom"):
             old_view = views.CredentialView.from_object(old_obj)
-            using, pods = bindings.usage(old_view.namespace, old_view.name, old_view.secret_name)
+            using, pods = bindings_module.usage(controller.api, old_view.namespace, old_view.name, old_view.secret_name)
         decision = admission.review_credential(
             operation,
             new_obj,
@@ -161,7 +151,7 @@ def register(
             _plain(old) if old is not None else None,
             credential=credential,
             types=controller.types_including(type_name),
-            binding_secrets=bindings.settings.secrets,
+            binding_secrets=controller.settings.bindings.secrets,
         )
         _enforce(decision, warnings, operation, "CredentialBinding", new_obj or old, userinfo)
 
@@ -187,15 +177,6 @@ def register(
             operator_username=operator_username,
         )
         _enforce(decision, warnings, operation, "Secret", old if old is not None else new, userinfo)
-
-
-def register_flowise(registry: kopf.OperatorRegistry, flowise_sync: flowise_module.FlowiseSync) -> None:
-    """Register the Flowise sync's handler for FlowiseTargets. Credentials and Secrets reach it through
-    the controller's listeners, once the watch cache holds them."""
-
-    @kopf.on.event(names.GROUP, names.VERSION, flowise_target.PLURAL, registry=registry)
-    async def flowise_target_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        flowise_sync.target_changed(type, _plain(body))
 
 
 def _enforce(

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import collections
 import threading
+import weakref
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import prometheus_client
 from prometheus_client import core as prometheus_core
@@ -18,7 +20,8 @@ REGISTRY = prometheus_client.CollectorRegistry(auto_describe=True)
 
 RECONCILES = prometheus_client.Counter(
     "credbridge_reconciles_total",
-    "Credential reconciles by result (written, unchanged, failed reason, error).",
+    "Reconciles by controller (credential, mirror, share, binding, flowise, ...) and result (written, "
+    "unchanged, failed:<reason>, waiting, error, ...).",
     ["kind", "result"],
     registry=REGISTRY,
 )
@@ -165,6 +168,135 @@ class StateCollector(prometheus_registry.Collector):
 
 STATE = StateCollector()
 REGISTRY.register(STATE)
+
+
+class Queue(Protocol):
+    """A work queue as the depth metric reads it."""
+
+    name: str
+
+    def depth(self) -> int:
+        """Keys waiting for a worker now."""
+
+
+class QueueCollector(prometheus_registry.Collector):
+    """`credbridge_workqueue_depth{queue}`: keys waiting in every work queue, read at scrape time."""
+
+    def __init__(self) -> None:
+        self._queues: weakref.WeakSet[Queue] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def register(self, queue: Queue) -> None:
+        with self._lock:
+            self._queues.add(queue)
+
+    def unregister(self, queue: Queue) -> None:
+        with self._lock:
+            self._queues.discard(queue)
+
+    def collect(self) -> Iterator[prometheus_core.Metric]:
+        with self._lock:
+            queues = list(self._queues)
+        depths: collections.Counter[str] = collections.Counter()
+        for queue in queues:
+            depths[queue.name] += queue.depth()
+        family = prometheus_core.GaugeMetricFamily(
+            "credbridge_workqueue_depth", "Keys waiting for a worker, by work queue.", labels=["queue"]
+        )
+        for name, depth in sorted(depths.items()):
+            family.add_metric([name], depth)
+        yield family
+
+
+QUEUES = QueueCollector()
+REGISTRY.register(QUEUES)
+
+
+VERIFICATION_OUTCOMES = (
+    "Valid",
+    "Invalid",
+    "Forbidden",
+    "RateLimited",
+    "Unreachable",
+    "NotVerifiable",
+    "VerificationBlocked",
+)
+"""Values of the `outcome` label (the Verified condition's reasons)."""
+
+
+class VerificationCollector(prometheus_registry.Collector):
+    """Per-Credential gauges in cert-manager's shape, for alerting on expiry and broken credentials.
+
+    `credbridge_credential_expiration_timestamp_seconds`, `credbridge_credential_verified{outcome}`,
+    `credbridge_credential_last_verified_timestamp_seconds` and
+    `credbridge_credential_last_rotated_timestamp_seconds`, each labelled namespace, name and type
+    only (never a value). `verified` carries one series per Credential, for its current outcome,
+    with value 1: `credbridge_credential_verified{outcome="Invalid"} == 1` is an alert, and a
+    Credential costs one series rather than seven. The verification controller feeds it with
+    `set_credential` as it plans, and `forget_credential` on deletion.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], tuple[str, str | None, float | None, float | None, float | None]] = {}
+
+    def set_credential(
+        self,
+        key: tuple[str, str],
+        type_name: str,
+        *,
+        outcome: str | None,
+        expires_at: float | None,
+        last_verified: float | None,
+        last_rotated: float | None,
+    ) -> None:
+        """Records one Credential (`key` = namespace, name); times are Unix seconds, None when unknown."""
+        with self._lock:
+            self._entries[key] = (type_name, outcome, expires_at, last_verified, last_rotated)
+
+    def forget_credential(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def collect(self) -> Iterator[prometheus_core.Metric]:
+        with self._lock:
+            entries = sorted(self._entries.items())
+        labels = ["namespace", "name", "type"]
+        expiration = prometheus_core.GaugeMetricFamily(
+            "credbridge_credential_expiration_timestamp_seconds",
+            "When the credential expires (Unix seconds): status.expiresAt.",
+            labels=labels,
+        )
+        verified = prometheus_core.GaugeMetricFamily(
+            "credbridge_credential_verified",
+            "1 for the outcome of the credential's last check (the Verified condition's reason).",
+            labels=[*labels, "outcome"],
+        )
+        last_verified = prometheus_core.GaugeMetricFamily(
+            "credbridge_credential_last_verified_timestamp_seconds",
+            "When the credential was last checked (Unix seconds): status.lastVerifiedTime.",
+            labels=labels,
+        )
+        last_rotated = prometheus_core.GaugeMetricFamily(
+            "credbridge_credential_last_rotated_timestamp_seconds",
+            "When the credential's content last changed (Unix seconds): status.updatedDate.",
+            labels=labels,
+        )
+        for (namespace, name), (type_name, outcome, expires_at, verified_at, rotated_at) in entries:
+            values = [namespace, name, type_name]
+            if expires_at is not None:
+                expiration.add_metric(values, expires_at)
+            if outcome is not None:
+                verified.add_metric([*values, outcome], 1)
+            if verified_at is not None:
+                last_verified.add_metric(values, verified_at)
+            if rotated_at is not None:
+                last_rotated.add_metric(values, rotated_at)
+        yield from (expiration, verified, last_verified, last_rotated)
+
+
+VERIFICATION = VerificationCollector()
+REGISTRY.register(VERIFICATION)
 
 
 def serve(port: int, address: str) -> None:

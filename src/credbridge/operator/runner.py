@@ -21,11 +21,9 @@ import kopf
 from credbridge import tls
 from credbridge.core import injection, keyring, names, registry
 from credbridge.kube import builtins, connecting, errors, fetching, keyrings
-from credbridge.operator import bindings as bindings_module
+from credbridge.operator import consumers, handlers, injecting, keyring_guard, metrics, sealingkeys, webhook_server
 from credbridge.operator import controller as controller_module
 from credbridge.operator import endpoint as endpoint_module
-from credbridge.operator import flowise as flowise_module
-from credbridge.operator import handlers, injecting, keyring_guard, metrics, sealingkeys, webhook_server
 from credbridge.operator import settings as settings_module
 
 logger = logging.getLogger("credbridge")
@@ -186,16 +184,8 @@ def run(settings: settings_module.OperatorSettings) -> int:
         # standalone operator primes its cache and verifies everything at once; with peering,
         # kopf's first events of the active replica queue the work.
         logger.info("verifying %d existing Credentials", controller.prime())
-    bindings = bindings_module.BindingController(
-        api,
-        settings,
-        controller.cache,
-        keyring_now=controller.current_keyring,
-        types_now=controller.types,
-        env_policy=controller.env_policy,
-    )
-    controller.secret_listeners.append(bindings.secret_changed)
-    bindings.start()
+    kopf_registry = kopf.OperatorRegistry()
+    consumers.start_all(controller, kopf_registry)
     controller.start()
     stop_watching = threading.Event()
     sealing_keys = sealingkeys.SealingKeys(api, settings, controller)
@@ -205,19 +195,15 @@ def run(settings: settings_module.OperatorSettings) -> int:
     if settings.serving.metrics_port:
         metrics.serve(settings.serving.metrics_port, settings.serving.bind_address)
 
-    kopf_registry = kopf.OperatorRegistry()
     handlers.register(
-        kopf_registry, controller, bindings, operator_username=operator_username, webhooks=settings.admission.port > 0
+        kopf_registry, controller, operator_username=operator_username, webhooks=settings.admission.port > 0
     )
-    flowise_sync = start_flowise_sync(settings, controller, kopf_registry)
     try:
-        endpoint = start_workload_reads(settings, controller, bindings, kopf_registry)
+        endpoint = start_workload_reads(settings, controller, kopf_registry)
     except RuntimeError as error:
         logger.error("refusing to start: %s", error)
         stop_watching.set()
         sealing_keys.stop()
-        bindings.stop()
-        flowise_module.stop(flowise_sync)
         controller.stop()
         return EXIT_ENDPOINT
 
@@ -252,8 +238,6 @@ def run(settings: settings_module.OperatorSettings) -> int:
         sealing_keys.stop()
         if endpoint is not None:
             endpoint.stop()
-        bindings.stop()
-        flowise_module.stop(flowise_sync)
         controller.stop()
     return 0
 
@@ -261,16 +245,11 @@ def run(settings: settings_module.OperatorSettings) -> int:
 def start_workload_reads(
     settings: settings_module.OperatorSettings,
     controller: controller_module.Controller,
-    bindings: bindings_module.BindingController,
     kopf_registry: kopf.OperatorRegistry,
 ) -> endpoint_module.ReadEndpoint | None:
     """Start the workload read endpoint, and register Pod injection when the webhook server runs too."""
     sources = endpoint_module.Sources(
-        credential=controller.cache.credential,
-        secret=controller.cache.secret,
-        binding=bindings.cached_binding,
-        keyring=controller.current_keyring,
-        env_policy=controller.env_policy,
+        cache=controller.cache, keyring=controller.current_keyring, release_policy=controller.release_policy
     )
     endpoint = endpoint_module.start(settings, sources, kopf_registry)
     if endpoint is not None and settings.injection.enabled and settings.admission.port > 0:
@@ -285,22 +264,6 @@ def start_workload_reads(
         self_managed = not (settings.admission.certfile and settings.admission.pkeyfile)
         injecting.register(kopf_registry, controller.api, injection_settings, ignore_failures=self_managed)
     return endpoint
-
-
-def start_flowise_sync(
-    settings: settings_module.OperatorSettings,
-    controller: controller_module.Controller,
-    kopf_registry: kopf.OperatorRegistry,
-) -> flowise_module.FlowiseSync | None:
-    """The Flowise sync, started and wired to the controller's Secret events and kopf, unless turned off."""
-    if not settings.flowise.enabled:
-        return None
-    flowise_sync = flowise_module.FlowiseSync(controller, settings.flowise)
-    controller.secret_listeners.append(flowise_sync.secret_changed)
-    controller.credential_listeners.append(flowise_sync.credential_changed)
-    flowise_sync.start()
-    handlers.register_flowise(kopf_registry, flowise_sync)
-    return flowise_sync
 
 
 def default_operator_namespace() -> str:

@@ -14,10 +14,10 @@ import collections.abc
 import logging
 import threading
 
-from credbridge.core import planning, sharing, views
-from credbridge.kube import connecting, errors, writing
+from credbridge.core import names, planning, sharing, views
+from credbridge.kube import errors
+from credbridge.operator import applying, reconciling
 from credbridge.operator import cache as cache_module
-from credbridge.operator import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -29,19 +29,16 @@ class ShareReconciler:
 
     def __init__(
         self,
-        api: connecting.ApiClient,
         cache: cache_module.Cache,
+        applier: applying.Applier,
         *,
         enqueue_credential: collections.abc.Callable[[Key], None],
-        write_failures_before_report: int = 3,
     ) -> None:
-        self._api = api
+        self._api = applier.api
         self._cache = cache
+        self._applier = applier
         self._enqueue_credential = enqueue_credential
         """Queues a mirror for its own reconcile after it is created or its spec reverted here."""
-        self._write_failures_before_report = write_failures_before_report
-        self._write_failures: dict[Key, int] = {}
-        """Consecutive failed reconciles per source Credential because a write was refused."""
         self._lock = threading.Lock()
         self._target_states: dict[Key, collections.Counter[str]] = {}
         """Share key → count of its target namespaces by state, for the share metric."""
@@ -54,7 +51,7 @@ class ShareReconciler:
                 total.update(counts)
             return dict(total)
 
-    def reconcile(self, source_key: Key) -> None:
+    def reconcile(self, source_key: Key) -> reconciling.Result:
         """Brings the mirrors of one source Credential in line with all the shares that name it."""
         namespace, name = source_key
         source_view = self._cache.credential(source_key)
@@ -70,11 +67,12 @@ class ShareReconciler:
         try:
             failed = self._apply_mirrors(plan)
         except errors.ApiError as error:
-            if not (error.conflict or error.namespace_terminating):
-                self._report_write_failure(source_key, shares, plan, error)
+            if not (error.conflict or error.namespace_terminating) and self._applier.failures.record(
+                ("share", source_key)
+            ):
+                self._report_write_failure(shares, plan, error)
             raise
-        with self._lock:
-            self._write_failures.pop(source_key, None)
+        self._applier.failures.clear(("share", source_key))
         statuses = sharing.mark_failed(plan.share_statuses, failed)
         for share in shares:
             self._write_share_status(share, statuses[share.name])
@@ -85,16 +83,13 @@ class ShareReconciler:
         if source_view is not None:
             shared_with = [target for target in plan.shared_with if target not in failed]
             self._write_shared_with(source_view, shared_with)
+        written = plan.create or plan.update or plan.delete
+        return reconciling.Result.done("written" if written else "unchanged")
 
     def _report_write_failure(
-        self, source: Key, shares: list[views.ShareView], plan: sharing.SharePlan, error: errors.ApiError
+        self, shares: list[views.ShareView], plan: sharing.SharePlan, error: errors.ApiError
     ) -> None:
-        """After several refused writes in a row, the shares of `source` say so (Ready=False, WriteFailed)."""
-        with self._lock:
-            count = self._write_failures.get(source, 0) + 1
-            self._write_failures[source] = count
-        if count < self._write_failures_before_report:
-            return
+        """After several refused writes in a row, the shares of a source say so (Ready=False, WriteFailed)."""
         message = (
             f"{error}; the operator keeps retrying with backoff: check the operator log, its RBAC and the "
             "admission webhooks and policies of the target namespaces"
@@ -118,7 +113,7 @@ class ShareReconciler:
         for mirror in plan.create:
             target = mirror["metadata"]["namespace"]
             try:
-                created = writing.create_credential(self._api, mirror)
+                created = self._applier.create_credential(mirror)
             except errors.ApiError as error:
                 if error.namespace_terminating:
                     continue
@@ -128,25 +123,13 @@ class ShareReconciler:
                     f"a Credential named {mirror['metadata']['name']} already exists there and is not a mirror"
                 )
                 continue
-            metrics.API_WRITES.labels("credentials", "create").inc()
-            self._written_through(created)
+            self._enqueue_credential(created.key)
         for target, mirror_name, spec in plan.update:
-            updated = writing.patch_credential(self._api, target, mirror_name, {"spec": spec})
-            metrics.API_WRITES.labels("credentials", "patch").inc()
-            self._written_through(updated)
+            updated = self._applier.patch_credential_spec(target, mirror_name, spec)
+            self._enqueue_credential(updated.key)
         for target, mirror_name in plan.delete:
             self._remove_mirror(target, mirror_name)
         return failed
-
-    def _written_through(self, mirror: dict[str, object]) -> None:
-        """Caches a mirror as the API server returned it and queues its reconcile.
-
-        Its watch event will carry this same version and so trigger nothing: the reconcile must
-        be queued here.
-        """
-        view = views.CredentialView.from_object(mirror)
-        self._cache.put_credential(view)
-        self._enqueue_credential(view.key)
 
     def _remove_mirror(self, namespace: str, name: str) -> None:
         """Delete a mirror and its Secret now, rather than leaving the Secret to the garbage collector.
@@ -157,39 +140,32 @@ class ShareReconciler:
         mirror = self._cache.credential((namespace, name))
         if mirror is None:
             return
-        if writing.delete_credential(self._api, namespace, name):
-            metrics.API_WRITES.labels("credentials", "delete").inc()
+        self._applier.delete_credential(namespace, name)
         secret = self._cache.secret((namespace, mirror.secret_name))
         if secret is not None and secret.controller_uid == mirror.uid:
-            if writing.delete_secret(self._api, namespace, mirror.secret_name, uid=secret.uid):
-                metrics.API_WRITES.labels("secrets", "delete").inc()
-            self._cache.remove_secret(secret.key)
+            self._applier.delete_secret(namespace, mirror.secret_name, uid=secret.uid)
         logger.info("removed mirror %s/%s of %s", namespace, name, "/".join(mirror.shared_from or ("?", "?")))
 
     def _write_share_status(self, share: views.ShareView, desired: dict[str, object]) -> None:
         patch = planning.status_patch(share.status, desired)
         if patch is None:
             return
-        written = writing.patch_credential_share_status(
-            self._api, share.namespace, share.name, patch, resource_version=share.resource_version
+        written = self._applier.patch_status(
+            names.CREDENTIAL_SHARE_PLURAL,
+            names.CREDENTIAL_SHARE_KIND,
+            share.namespace,
+            share.name,
+            patch,
+            resource_version=share.resource_version,
         )
-        metrics.API_WRITES.labels("credentialshares/status", "patch").inc()
         self._cache.put_share(views.ShareView.from_object(written))
 
     def _write_shared_with(self, source: views.CredentialView, shared_with: collections.abc.Sequence[str]) -> None:
         if list(source.status.get("sharedWith", [])) == list(shared_with):
             return
         try:
-            written = writing.patch_credential_status(
-                self._api,
-                source.namespace,
-                source.name,
-                {"sharedWith": list(shared_with)},
-                resource_version=source.resource_version,
-            )
+            self._applier.patch_credential_status(source, {"sharedWith": list(shared_with)})
         except errors.ApiError as error:
             if error.not_found:
                 return
             raise
-        metrics.API_WRITES.labels("credentials/status", "patch").inc()
-        self._cache.put_credential(views.CredentialView.from_object(written))

@@ -452,6 +452,7 @@ def apply_examples(
         (team_a, "production-openai"): ("True", "Encrypted"),
         (team_a, "orders-postgres"): ("True", "Encrypted"),
         (team_a, "staging-anthropic"): ("False", "EnvReferenceMissing"),
+        (team_a, "team-gmail"): ("True", "Encrypted"),
         (team_b, f"{team_a}.production-openai"): ("True", "Encrypted"),
     }
     return AppliedExamples(team_a, team_b, expected)

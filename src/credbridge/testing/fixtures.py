@@ -71,8 +71,16 @@ class Namespaces:
                 name=name, labels={**TEST_LABEL, **(labels or {})}, annotations=annotations or None
             )
         )
-        client.CoreV1Api(self.api).create_namespace(body)
+        core = client.CoreV1Api(self.api)
+        core.create_namespace(body)
         self.created.append(name)
+        # As in a real cluster, Pods (without serviceAccountName) are admitted once the service-account
+        # controller has made the namespace's `default` ServiceAccount: wait for it.
+        wait_for(
+            lambda: core.read_namespaced_service_account("default", name),
+            timeout=60,
+            message=f"the default ServiceAccount of namespace {name}",
+        )
         return name
 
     def delete_all(self) -> None:

@@ -21,7 +21,7 @@ from credbridge import tls as credbridge_tls
 from credbridge.core import names
 from credbridge.core.flowise import target as target_module
 from credbridge.flowise import client as flowise_client
-from credbridge.kube import flowisetargets
+from credbridge.kube import fetching
 from credbridge.local import controlplane
 from credbridge.local import flowise as local_flowise
 from credbridge.testing import objects
@@ -118,7 +118,7 @@ def create_target(api: client.ApiClient, namespace: str, body: dict[str, Any]) -
 
 def get_target(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
     """The FlowiseTarget, or None when it does not exist."""
-    return flowisetargets.read_flowise_target(api, namespace, name)
+    return fetching.read_object(api, target_module.PLURAL, target_module.KIND, namespace, name)
 
 
 def patch_target(api: client.ApiClient, namespace: str, name: str, patch: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ import re
 import typing
 
 from credbridge.core import names, redaction, registry, validation
+from credbridge.core.oauth2 import store, tokens
 
 Json = dict[str, typing.Any]
 
@@ -109,8 +110,10 @@ def import_credential(
         field_names = list(values)
     secret_name = name + VALUES_SUFFIX
     spec: Json = {"type": cred_type.name, "displayName": stored.name, "id": stored.id}
-    if field_names:
-        spec["valueFrom"] = {field: {"secretKeyRef": {"name": secret_name, "key": field}} for field in field_names}
+    value_from: Json = {field: {"secretKeyRef": {"name": secret_name, "key": field}} for field in field_names}
+    value_from.update(_token_references(cred_type, secret_name, value_from))
+    if value_from:
+        spec["valueFrom"] = value_from
     credential = {
         "apiVersion": names.API_VERSION,
         "kind": names.CREDENTIAL_KIND,
@@ -135,6 +138,25 @@ def import_credential(
         "data": {field: base64.b64encode(value.encode("utf-8")).decode("ascii") for field, value in values.items()},
     }
     return Imported(credential, secret, tuple(warnings))
+
+
+def _token_references(
+    cred_type: registry.CredentialTypeSpec, secret_name: str, present: collections.abc.Container[str]
+) -> Json:
+    """For an OAuth2 type, optional references to the token fields the row did not have, in the same Secret.
+
+    The tokens Flowise stored (refresh token, access token, expiry) are imported like any field; with
+    these references the token Secret is also where `credbridge oauth2 authorize` and the operator's
+    refresh write, so a credential never authorized in Flowise can be authorized right after the import.
+    """
+    if cred_type.oauth2 is None:
+        return {}
+    wanted = (*store.required_fields(cred_type.oauth2.grant), tokens.TOKEN_RECEIVED_AT)
+    return {
+        field: {"secretKeyRef": {"name": secret_name, "key": field, "optional": True}}
+        for field in wanted
+        if field not in present
+    }
 
 
 def import_all(

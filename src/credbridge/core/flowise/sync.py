@@ -375,6 +375,8 @@ class PushResult:
     ok: bool
     updated_date: str | None = None
     message: str | None = None
+    reason: str | None = None
+    """The failure's reason (the Flowise client error's), when not ok."""
 
 
 def entries_after(plan: SyncPlan, results: collections.abc.Mapping[str, PushResult]) -> list[Entry]:

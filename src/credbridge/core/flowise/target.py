@@ -11,7 +11,7 @@ import collections.abc
 import dataclasses
 import typing
 
-from credbridge.core import names
+from credbridge.core import names, views
 
 KIND = "FlowiseTarget"
 PLURAL = "flowisetargets"
@@ -51,6 +51,8 @@ class TargetView:
     deleting: bool
     finalizers: tuple[str, ...]
     status: collections.abc.Mapping[str, typing.Any]
+    resource_version: str = ""
+    deletion_timestamp: str = ""
 
     @classmethod
     def from_object(cls, obj: collections.abc.Mapping[str, typing.Any]) -> TargetView:
@@ -67,11 +69,13 @@ class TargetView:
             url=str(spec.get("url", "")).rstrip("/"),
             api_key=SecretKeyRef(str(api_key.get("name", "")), str(api_key.get("key") or DEFAULT_API_KEY_KEY)),
             ca=SecretKeyRef(str(ca.get("name", "")), str(ca.get("key") or DEFAULT_CA_KEY)) if ca else None,
-            selector=spec.get("selector") or {},
+            selector=views.kept(dict(spec.get("selector") or {})),
             prune=bool(spec.get("prune", True)),
             deleting=bool(metadata.get("deletionTimestamp")),
             finalizers=tuple(metadata.get("finalizers") or ()),
-            status=obj.get("status") or {},
+            status=views.kept(dict(obj.get("status") or {})),
+            resource_version=str(metadata.get("resourceVersion", "")),
+            deletion_timestamp=str(metadata.get("deletionTimestamp") or ""),
         )
 
     @property
@@ -84,9 +88,10 @@ class TargetView:
         """True while the target holds credbridge's clean-up finalizer."""
         return FINALIZER in self.finalizers
 
-    def referenced_secrets(self) -> set[str]:
+    @property
+    def referenced_secrets(self) -> frozenset[str]:
         """Names of the Secrets this target reads (API key and CA)."""
         found = {self.api_key.name}
         if self.ca is not None:
             found.add(self.ca.name)
-        return {name for name in found if name}
+        return frozenset(name for name in found if name)
