@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import yaml
+
 from credbridge import tls
 from credbridge.core import names
 from credbridge.local import controlplane, operator
@@ -36,6 +38,8 @@ DEMO_ENV = {
     "CRED_DEMO_OPENAI_API_KEY": "sk-demo-0000000000000000000000000000",
 }
 DEMO_ENV_POLICY = ("CRED_DEMO_*=team-a",)
+IDENTITY_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+"""The kinds of the chart's objects that make up the operator's identity and its rights."""
 OPERATOR_SERVICE_ACCOUNT = "credbridge"
 """The ServiceAccount the chart (release `credbridge`) creates; the dev operator acts as it."""
 DEV_WEBHOOK_RULES = {
@@ -211,7 +215,7 @@ def _operator_identity(state: dict[str, Any]) -> pathlib.Path:
     webhook configurations). Your kubeconfig (credbridge-admin) is then someone else to the operator: its
     admission checks — the in-use check, read-only mirrors — apply to you as they would in a cluster."""
     binaries = controlplane.Binaries.locate()
-    rendered = subprocess.run(
+    chart = subprocess.run(
         [
             str(binaries.helm),
             "template",
@@ -219,15 +223,17 @@ def _operator_identity(state: dict[str, Any]) -> pathlib.Path:
             str(controlplane.REPO_ROOT / "charts" / "credbridge"),
             "--namespace",
             OPERATOR_NAMESPACE,
-            "--show-only",
-            "templates/serviceaccount.yaml",
-            "--show-only",
-            "templates/clusterrole.yaml",
         ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    # The chart's identity and every right it gives it, whichever templates they are in.
+    rendered = "\n---\n".join(
+        json.dumps(document)
+        for document in yaml.safe_load_all(chart)
+        if document and document.get("kind") in IDENTITY_KINDS
+    )
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding",
