@@ -24,7 +24,7 @@ from credbridge.core import names, registry
 from credbridge.core.oauth2 import tokens
 from credbridge.local import controlplane, oauth2provider
 from credbridge.testing import oauth2 as oauth2_testing
-from credbridge.testing import objects
+from credbridge.testing import objects, workloads
 from credbridge.testing.fixtures import AuditLog, unique_name, wait_for
 
 OPERATOR_USER = "credbridge-operator"
@@ -37,8 +37,15 @@ PATIENCE = 180.0
 
 
 @pytest.fixture(scope="module")
-def operator_args(oauth2_provider_process: oauth2provider.OAuth2Provider) -> list[str]:
-    return oauth2_testing.refresh_args(oauth2_provider_process)
+def endpoint_certificate(tmp_path_factory: pytest.TempPathFactory) -> workloads.EndpointCertificate:
+    return workloads.endpoint_certificate(tmp_path_factory.mktemp("endpoint-cert"))
+
+
+@pytest.fixture(scope="module")
+def operator_args(
+    oauth2_provider_process: oauth2provider.OAuth2Provider, endpoint_certificate: workloads.EndpointCertificate
+) -> list[str]:
+    return [*oauth2_testing.refresh_args(oauth2_provider_process), *endpoint_certificate.args]
 
 
 @pytest.fixture(scope="module")
@@ -262,12 +269,13 @@ def test_throttling_and_a_provider_down_back_off_and_recover(
     assert "RefreshFailed" in reasons and reasons.count("TokenValid") >= 2  # valid, failing, valid again
 
 
-def test_client_credentials_need_no_authorization(
+def test_client_credentials_need_no_authorization_and_a_workload_reads_the_current_token(
     kube_api: client.ApiClient,
     namespace: str,
     private_provider: Any,
     machine_type: registry.CredentialTypeSpec,
     credbridge_operator: Any,
+    endpoint_certificate: workloads.EndpointCertificate,
 ) -> None:
     server = private_provider()
     name = make_credential(
@@ -293,6 +301,21 @@ def test_client_credentials_need_no_authorization(
         60,
         "the access token in the managed Secret",
     )
+    # A workload with `use` reads the token stored now: the one of the latest refresh.
+    workloads.create_service_account(kube_api, namespace, "robot")
+    workloads.grant_use(kube_api, namespace, "robot", names.CREDENTIAL_PLURAL, [name])
+    token = workloads.request_token(kube_api, namespace, "robot")
+    reader = workloads.EndpointClient(credbridge_operator.process.endpoint_port, endpoint_certificate.ca_pem)
+    try:
+
+        def reads_the_stored_token() -> bool:
+            answer = reader.read(namespace, names.CREDENTIAL_PLURAL, name, token)
+            stored = oauth2_testing.token_secret(kube_api, namespace, name).get("access_token")
+            return answer.status == 200 and answer.json["data"].get("access_token") == stored
+
+        wait_for(reads_the_stored_token, timeout=90, interval=0.5, message="a workload reading the current token")
+    finally:
+        reader.close()
 
 
 def test_a_restart_writes_nothing_and_sends_nothing_before_the_planned_refresh_and_loses_nothing(
