@@ -155,6 +155,17 @@ def test_authorized_credentials_are_refreshed_before_every_expiry_with_and_witho
         60,
         "a refreshed access token in the managed Secret",
     )
+    # ... and the Credential's status says its content changed then (updatedDate, seconds precision), although
+    # the refresh patched the status too, a moment before the Credential's own reconcile did.
+    received = tokens.parse_time(history[rotating][-1]["token_received_at"])
+    assert received is not None
+
+    def updated_since_refresh() -> bool:
+        status = (objects.get_credential(kube_api, namespace, rotating) or {}).get("status") or {}
+        updated = tokens.parse_time(status.get("updatedDate"))
+        return updated is not None and updated >= received.replace(microsecond=0)
+
+    objects.wait_until(updated_since_refresh, 60, "status.updatedDate after the refresh")
 
 
 def test_a_refresh_rolls_nothing_out_and_a_revoked_grant_keeps_the_last_token_and_the_binding_says_so(
