@@ -18,7 +18,6 @@ import pytest
 from kubernetes import client
 
 from credbridge.core import names
-from credbridge.core.flowise import stored
 from credbridge.kube import keyrings
 from credbridge.local import controlplane
 from credbridge.local import flowise as local_flowise
@@ -55,14 +54,7 @@ def operator_env() -> dict[str, str]:
     }
 
 
-def stored_fields(server: local_flowise.FlowiseServer, credential_id: str) -> dict[str, str] | None:
-    """What Flowise stored for `credential_id`, decrypted with its key, read straight from its database."""
-    rows = server.postgres.psql(
-        server.database, f"SELECT \"encryptedData\" FROM credential WHERE id = '{credential_id}'"
-    )
-    if not rows.strip():
-        return None
-    return dict(stored.decrypt_fields(rows.strip(), server.secret_key.reveal().encode()))
+stored_fields = flowise_testing.stored_fields
 
 
 def listed(server: local_flowise.FlowiseServer) -> dict[str, Any]:

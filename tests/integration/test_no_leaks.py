@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from credbridge.core import names
+from credbridge.core import names, redaction
 from credbridge.core.flowise import target as flowise_target
 from credbridge.kube import keyrings
 from credbridge.local import controlplane, oauth2provider
@@ -58,10 +58,14 @@ def endpoint_certificate(tmp_path_factory: pytest.TempPathFactory) -> workloads.
 
 
 @pytest.fixture(scope="module")
-def operator_args(endpoint_certificate: workloads.EndpointCertificate) -> list[str]:
+def operator_args(
+    endpoint_certificate: workloads.EndpointCertificate, oauth2_provider_process: oauth2provider.OAuth2Provider
+) -> list[str]:
     # CRED_CANARY is granted to the test namespaces, so CredentialBindings may render it and workloads read it;
-    # CRED_UNGRANTED is allowed but granted nowhere, so reading it exercises the tenancy refusal.
+    # CRED_UNGRANTED is allowed but granted nowhere, so reading it exercises the tenancy refusal. The OAuth2
+    # refresh reaches the test provider.
     return [
+        *oauth2_testing.refresh_args(oauth2_provider_process),
         "--log-format",
         "text",
         *endpoint_certificate.args,
@@ -502,6 +506,44 @@ def test_no_oauth2_token_leaves_its_secrets(
                 "the tokens in the Credential's ciphertext",
             )
             assert objects.open_managed_secret(kube_api, namespace, client_id)["access_token"] in tokens
+        # A binding renders the access token; the operator refreshes both Credentials (a rotated refresh
+        # token for one), then the provider refuses the other's refresh token: every outcome is logged
+        # (at debug level), posted as Events and written to statuses.
+        binding = {
+            "apiVersion": names.API_VERSION,
+            "kind": names.CREDENTIAL_BINDING_KIND,
+            "metadata": {"name": "mail-token", "labels": dict(objects.TEST_LABEL)},
+            "spec": {
+                "credential": "rotating",
+                "template": {"TOKEN": "Bearer ${access_token}"},
+                "secret": {"name": "t"},
+            },
+        }
+        client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+            names.GROUP, names.VERSION, namespace, names.CREDENTIAL_BINDING_PLURAL, binding
+        )
+        firsts = {"rotating": tokens[1], "fixed": tokens[3]}  # their first access tokens
+        for client_id, first in firsts.items():
+
+            def refreshed(client_id: str = client_id, first: str = first) -> dict[str, str] | None:
+                now = objects.decoded(objects.read_secret(kube_api, namespace, f"{client_id}-tokens") or {})
+                return now if now.get("access_token") not in (None, first) else None
+
+            now = objects.wait_until(refreshed, 180, f"a refresh of {client_id}")
+            tokens += [now["refresh_token"], now["access_token"]]
+        oauth2_provider.revoke(redaction.Redacted(tokens[-2]), "fixed")
+        oauth2_testing.wait_for_oauth2(
+            kube_api,
+            namespace,
+            "fixed",
+            lambda condition, block: condition.get("reason") == "ReauthorizationRequired",
+            what="the refused refresh token",
+        )
+        objects.wait_until(
+            lambda: objects.decoded(objects.read_secret(kube_api, namespace, "t") or {}).get("TOKEN", "")[7:] in tokens,
+            60,
+            "the access token rendered by the binding",
+        )
         haystacks = {
             "credbridge oauth2 authorize output": "\n".join(outputs),
             "operator logs": credbridge_operator.logs(),
@@ -513,5 +555,7 @@ def test_no_oauth2_token_leaves_its_secrets(
         assert "Stored in Secret" in haystacks["credbridge oauth2 authorize output"]
         assert "state does not match" in haystacks["credbridge oauth2 authorize output"]
         assert f"{names.CREDENTIAL_PLURAL} {namespace}/rotating status" in haystacks
+        assert "ReauthorizationRequired" in haystacks[f"{names.CREDENTIAL_PLURAL} {namespace}/fixed status"]
+        assert "new access token from 127.0.0.1" in haystacks["operator logs"]
     finally:
         oauth2_testing.delete_oauth2_type(kube_api, cred_type)

@@ -268,3 +268,81 @@ def test_usage_status_lists_bindings_and_counts_them() -> None:
     }
     assert binding.usage_status([f"b{i}" for i in range(150)])["usedByCount"] == 150
     assert len(binding.usage_status([f"b{i}" for i in range(150)])["usedBy"]) == 100
+
+
+# ---- OAuth2 Credentials -------------------------------------------------------------------------------------
+
+ACCESS = "ya29.binding-canary-1"
+OAUTH2_SPEC = {
+    "credential": "gmail",
+    "template": {"AUTHORIZATION": "Bearer ${access_token}", "CLIENT_ID": "${clientId}"},
+    "secret": {"name": "chat"},
+    "rollout": [{"kind": "Deployment", "name": "app"}],
+}
+
+
+def gmail(oauth2_condition: dict[str, typing.Any] | None = None) -> views.CredentialView:
+    status = {"conditions": [oauth2_condition]} if oauth2_condition else {}
+    return views.CredentialView.from_object(
+        {
+            "metadata": {"namespace": "team-a", "name": "gmail", "uid": "gmail-uid"},
+            "spec": {"type": "gmailOAuth2"},
+            "status": status,
+        }
+    )
+
+
+def gmail_inputs(
+    access: str = ACCESS,
+    client: str = "client-1",
+    *,
+    credential: views.CredentialView | None = None,
+    **extra: typing.Any,
+) -> binding.Inputs:
+    return binding.Inputs(
+        now=extra.pop("now", NOW),
+        keyring=RING,
+        credential=credential or gmail(),
+        content=redaction.SecretFields({"clientId": client, "access_token": access, "refresh_token": "1//r"}),
+        cred_type=TYPES.get("gmailOAuth2"),
+        current_secret=views.SecretView.from_object(extra.pop("current")) if extra.get("current") else None,
+        **{key: value for key, value in extra.items() if key != "current"},
+    )
+
+
+def test_a_refreshed_access_token_rewrites_the_secret_but_rolls_nothing_out_unless_asked() -> None:
+    view = binding_view(dict(OAUTH2_SPEC))
+    view, secret = apply(view, binding.plan_binding(view, gmail_inputs()), None)
+    refreshed = binding.plan_binding(view, gmail_inputs("ya29.next", current=secret, now=LATER))
+    assert refreshed.secret is not None and refreshed.rollout == ()
+    view, secret = apply(view, refreshed, secret)
+    # A change of a field that is not a token rolls out.
+    reconfigured = binding.plan_binding(view, gmail_inputs("ya29.next", "client-2", current=secret, now=LATER))
+    assert reconfigured.rollout == (binding.RolloutTarget("Deployment", "app"),)
+    # With rolloutOnTokenRefresh, a refresh rolls out too.
+    asked = binding_view({**OAUTH2_SPEC, "rolloutOnTokenRefresh": True})
+    asked, secret = apply(asked, binding.plan_binding(asked, gmail_inputs()), None)
+    rolled = binding.plan_binding(asked, gmail_inputs("ya29.next", current=secret, now=LATER))
+    assert rolled.rollout == (binding.RolloutTarget("Deployment", "app"),)
+    assert ACCESS not in repr(refreshed) and ACCESS not in str(refreshed.status)
+
+
+def test_a_binding_reports_its_oauth2_credential_needing_a_new_authorization() -> None:
+    valid = {"type": "OAuth2Ready", "status": "True", "reason": "TokenValid", "message": "works until 11:00"}
+    view = binding_view(dict(OAUTH2_SPEC))
+    first = binding.plan_binding(view, gmail_inputs(credential=gmail(valid)))
+    oauth2 = next(c for c in first.status["conditions"] if c["type"] == "OAuth2Ready")
+    assert oauth2["status"] == "True" and first.events == ()
+    view, secret = apply(view, first, None)
+    revoked = {
+        "type": "OAuth2Ready",
+        "status": "False",
+        "reason": "ReauthorizationRequired",
+        "message": "run `credbridge oauth2 authorize gmail -n team-a` (its access token works until 11:00)",
+    }
+    after = binding.plan_binding(view, gmail_inputs(credential=gmail(revoked), current=secret, now=LATER))
+    oauth2 = next(c for c in after.status["conditions"] if c["type"] == "OAuth2Ready")
+    ready = next(c for c in after.status["conditions"] if c["type"] == "Ready")
+    assert oauth2["reason"] == "ReauthorizationRequired" and "credbridge oauth2 authorize" in oauth2["message"]
+    assert ready["status"] == "True" and after.secret is None  # the last access token stays in the Secret
+    assert [(event.type, event.reason) for event in after.events] == [("Warning", "ReauthorizationRequired")]

@@ -15,7 +15,7 @@ from kubernetes import client
 
 from credbridge.core import binding, keyring, names, planning, redaction, registry, release, views, workload
 from credbridge.core.flowise import target as flowise_target
-from credbridge.operator import bindings, consumer, consumers, controller, flowise
+from credbridge.operator import bindings, consumer, consumers, controller, flowise, oauth2
 from credbridge.operator import settings as settings_module
 
 RING = keyring.new_keyring(lambda count: b"\x01" * count)
@@ -248,7 +248,36 @@ def test_every_consumer_refuses_a_mirror_whose_source_is_going_away(
 
 
 def test_the_consumer_registry_names_every_consumer_once() -> None:
-    assert [registration.name for registration in consumers.REGISTRY] == ["bindings", "flowise"]
+    assert [registration.name for registration in consumers.REGISTRY] == ["bindings", "flowise", "oauth2"]
     for registration in consumers.REGISTRY:
         assert hasattr(settings_module.OperatorSettings(), registration.name)
     assert issubclass(flowise.FlowiseSync, consumer.ExternalSync)
+
+
+# ---- the OAuth2 refresh ---------------------------------------------------------------------------
+
+
+def test_the_oauth2_refresh_hears_of_oauth2_credentials_and_their_token_secrets_only(
+    control: controller.Controller,
+) -> None:
+    refresher = oauth2.OAuth2Refresher(control.context(), control.settings.oauth2, holder="test")
+    control.add_consumer(refresher)
+    token_ref = {"secretKeyRef": {"name": "gmail-tokens", "key": "access_token", "optional": True}}
+    gmail_spec = {"type": "gmailOAuth2", "data": {"clientId": "id"}, "valueFrom": {"access_token": token_ref}}
+    control.credential_changed("ADDED", credential_body("gmail", spec=gmail_spec))
+    control.credential_changed("ADDED", credential_body("openai"))
+    assert drain(refresher.queue) == {("team-a", "gmail")}
+    assert refresher.resync_keys() == [("team-a", "gmail")]
+
+    # Its own status write (status.oauth2, OAuth2Ready) brings nothing back; new content does.
+    own = {"oauth2": {"grant": "authorization_code"}, "conditions": [{"type": "OAuth2Ready", "status": "False"}]}
+    control.credential_changed("MODIFIED", credential_body("gmail", version=2, spec=gmail_spec, status=own))
+    assert drain(refresher.queue) == set()
+    content = {**own, "updatedDate": "2026-05-01T12:00:00Z"}
+    control.credential_changed("MODIFIED", credential_body("gmail", version=3, spec=gmail_spec, status=content))
+    assert drain(refresher.queue) == {("team-a", "gmail")}
+
+    # A new authorization writes the token Secret: the Credential reading it is looked at again.
+    refresher.secret_changed("MODIFIED", ("team-a", "gmail-tokens"), {})
+    refresher.secret_changed("MODIFIED", ("team-a", "unrelated"), {})
+    assert drain(refresher.queue) == {("team-a", "gmail")}

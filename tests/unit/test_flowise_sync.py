@@ -155,3 +155,39 @@ def test_of_two_credentials_with_one_id_the_ready_one_speaks_for_it() -> None:
     duplicate = dataclasses.replace(CANDIDATE, name="a-duplicate", not_ready="DuplicateId")
     result = plan([duplicate, CANDIDATE])
     assert [push.name for push in result.pushes] == ["openai"]
+
+
+def test_flowise_refreshing_an_oauth2_credential_is_not_reverted_and_the_next_refresh_is_pushed() -> None:
+    gmail = dataclasses.replace(CANDIDATE, type_name="gmailOAuth2", oauth2=True)
+
+    def tokens(token: str) -> sync.ContentOf:
+        fields = {"clientId": "id", "access_token": token, "expires_at": "2026-01-01T01:00:00.000Z"}
+        return lambda candidate: redaction.SecretFields(fields)
+
+    first = plan([gmail], known_types={"gmailOAuth2"}, content_of=tokens("ya29.first"))
+    entry, _ = synced(first, "t1")
+
+    def refuse(candidate: sync.Candidate) -> str:
+        raise AssertionError("decrypted although only Flowise wrote")
+
+    # Flowise refreshed the token itself (its updatedDate moved): taken as it is, nothing pushed or decrypted.
+    refreshed_in_flowise = {ID: sync.Remote(ID, "OpenAI", "gmailOAuth2", "t2")}
+    kept = plan([gmail], [entry], refreshed_in_flowise, known_types={"gmailOAuth2"}, content_of=refuse)
+    assert kept.pushes == [] and kept.events == [] and kept.entries[ID].flowise_updated_date == "t2"
+    # The operator's next refresh is a new revision with new content: pushed as an update, not a revert.
+    moved = dataclasses.replace(gmail, revision="g1-s11")
+    pushed = plan(
+        [moved], [kept.entries[ID]], refreshed_in_flowise, known_types={"gmailOAuth2"}, content_of=tokens("ya29.next")
+    )
+    assert [push.action for push in pushed.pushes] == ["update"] and pushed.events == []
+    # The same content under a new revision while Flowise wrote: nothing pushed either.
+    same = plan([moved], [entry], refreshed_in_flowise, known_types={"gmailOAuth2"}, content_of=tokens("ya29.first"))
+    assert same.pushes == [] and same.entries[ID].flowise_updated_date == "t2"
+
+
+def test_an_edit_in_flowise_of_other_credentials_is_still_reverted() -> None:
+    entry, _ = synced(plan(), "t1")
+    edited = {ID: sync.Remote(ID, "OpenAI", "openAIApi", "t2")}
+    reverted = plan(previous=[entry], remote=edited)
+    assert [push.action for push in reverted.pushes] == ["revert"]
+    assert [event.reason for event in reverted.events] == ["RevertedFlowiseEdit"]

@@ -33,6 +33,19 @@ def token_fields(received: datetime.datetime, lifetime: float, access: str = ACC
     }
 
 
+def merge_patch(current: dict[str, typing.Any], patch: dict[str, typing.Any]) -> dict[str, typing.Any]:
+    """JSON merge patch (RFC 7386), as the API server applies a status patch: null removes a key."""
+    merged = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_patch(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 @dataclasses.dataclass
 class World:
     """One Credential, its status and its token Secret, changed only by applying plans."""
@@ -63,7 +76,7 @@ class World:
             self.version += 1
         patch = result.status_patch(self.status)
         if patch:
-            self.status = {**self.status, **patch}
+            self.status = merge_patch(self.status, patch)
         return result
 
     def authorize(self, now: datetime.datetime, lifetime: float = 3600) -> None:
@@ -263,3 +276,47 @@ def test_the_status_patch_keeps_the_other_conditions() -> None:
     patch = result.status_patch(world.status)
     assert patch is not None and patch["conditions"][0] == ready and len(patch["conditions"]) == 2
     assert "id" not in patch
+
+
+def test_a_claim_by_another_replica_defers_the_request_until_it_runs_out_and_is_then_cleared() -> None:
+    world = World()
+    world.authorize(T0)
+    world.look(at(1))
+    mine = dataclasses.replace(world.situation(), holder="replica-a")
+    claim = planning.claim_patch(mine, at(2700), 45)
+    world.status = merge_patch(world.status, claim)
+    assert world.status["oauth2"]["claim"] == {"holder": "replica-a", "until": tokens.format_time(at(2745))}
+    other = dataclasses.replace(world.situation(), holder="replica-b")
+    assert planning.next_attempt(other, at(2701), POLICY) == at(2745)
+    assert planning.Memory.from_status(world.status).foreign_claim("replica-b", at(2701)) == at(2745)
+    # The claim is not the holder's obstacle, and it lapses: a replica that died holds nothing.
+    assert planning.Memory.from_status(world.status).foreign_claim("replica-a", at(2701)) is None
+    assert planning.Memory.from_status(world.status).foreign_claim("replica-b", at(2746)) is None
+    waiting = planning.plan(other, None, at(2701), POLICY)
+    assert waiting.requeue_after is not None and waiting.requeue_after >= 44
+    # The holder writes what it received: the claim goes with the same patch.
+    result = planning.plan(
+        dataclasses.replace(world.situation(), holder="replica-a"), refreshed(at(2701)), at(2701), POLICY
+    )
+    patch = result.status_patch(world.status)
+    assert patch is not None and patch["oauth2"]["claim"] is None
+    world.status = merge_patch(world.status, patch)
+    assert "claim" not in world.status["oauth2"]
+
+
+def test_keys_the_plan_drops_are_removed_by_the_merge_patch() -> None:
+    world = World()
+    world.authorize(T0)
+    world.look(at(2700), outcomes.RefreshFailed("idp.example answered HTTP 503"))
+    assert {"retryAt", "lastError"} <= set(world.status["oauth2"])
+    patch = planning.plan(world.situation(), refreshed(at(2706)), at(2706), POLICY).status_patch(world.status)
+    assert patch is not None and patch["oauth2"]["retryAt"] is None and patch["oauth2"]["lastError"] is None
+
+
+def test_the_release_rule_refusing_is_reported_as_not_released() -> None:
+    world = World(problem="Credential team-a/gmail: values come from the operator's environment (CRED_X)")
+    world.authorize(T0)
+    situation = dataclasses.replace(world.situation(), problem_reason=planning.NOT_RELEASED)
+    assert planning.next_attempt(situation, T0, POLICY) is None
+    result = planning.plan(situation, None, T0, POLICY)
+    assert result.condition["reason"] == "NotReleased" and "CRED_X" in result.condition["message"]

@@ -62,16 +62,22 @@ def _scalar(annotation: typing.Any) -> type:
     return annotation if annotation in (int, float, bool) else str
 
 
-def options(cls: type = settings_module.OperatorSettings, prefix: str = "") -> Iterator[Option]:
-    """Every flag of a settings dataclass and of the dataclasses nested in it."""
+def options(
+    cls: type = settings_module.OperatorSettings, prefix: str = "", named: Mapping[str, Flag] | None = None
+) -> Iterator[Option]:
+    """Every flag of a settings dataclass and of the dataclasses nested in it.
+
+    `named`: flags of `cls`'s attributes named by the settings that nest it (`settings.nested`), for
+    dataclasses of other layers that cannot declare flags themselves.
+    """
     hints = typing.get_type_hints(cls)
     docs = attribute_docs(cls)
     for field in dataclasses.fields(cls):
         hint = hints[field.name]
         if dataclasses.is_dataclass(hint):
-            yield from options(typing.cast(type, hint), f"{prefix}{field.name}.")
+            yield from options(typing.cast(type, hint), f"{prefix}{field.name}.", field.metadata.get("flags"))
             continue
-        flag = field.metadata.get("flag")
+        flag = field.metadata.get("flag") or (named or {}).get(field.name)
         if flag is None:
             continue
         yield Option(f"{prefix}{field.name}", flag, _scalar(hint), field.default, docs.get(field.name, ""))

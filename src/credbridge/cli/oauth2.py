@@ -28,7 +28,7 @@ import time
 import urllib.parse
 import webbrowser
 
-from credbridge.core import envrefs, names, registry, views
+from credbridge.core import envrefs, registry, views
 from credbridge.core.oauth2 import authorization, outcomes, pkce, provider, store, tokens
 from credbridge.kube import credentials as kube_credentials
 from credbridge.oauth2client import client as token_client
@@ -42,7 +42,7 @@ CLIENT_FIELDS = (
     provider.SCOPE,
     provider.ADDITIONAL_PARAMETERS,
 )
-TOKENS_ANNOTATION = f"{names.GROUP}/oauth2-credential"
+TOKENS_ANNOTATION = store.TOKENS_ANNOTATION
 """On a token Secret the command creates or updates: the Credential whose tokens it holds."""
 
 

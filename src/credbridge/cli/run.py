@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import pathlib
 import secrets
 import typing
 
@@ -18,6 +19,7 @@ GROUPS = {
     "injection": ("Pod injection", "the mutating webhook that injects `credbridge fetch` into annotated Pods"),
     "bindings": ("CredentialBindings", "plain Secret output and rollouts"),
     "flowise": ("Flowise", "syncing FlowiseTargets into Flowise servers"),
+    "oauth2": ("OAuth2", "keeping the access tokens of OAuth2 Credentials fresh"),
 }
 """Settings shown under a heading of their own in --help (the others are listed first)."""
 
@@ -61,8 +63,8 @@ def handle(args: argparse.Namespace) -> int:
     if given["peering_priority"] is None:
         # Identical replicas must never tie: a random priority unless one is given.
         given["peering_priority"] = secrets.randbelow(2**31)
-    settings: settings_module.OperatorSettings = flags.build(settings_module.OperatorSettings, given)
     try:
+        settings: settings_module.OperatorSettings = flags.build(settings_module.OperatorSettings, given)
         settings_check(settings)
     except ValueError as error:
         raise SystemExit(f"credbridge run: {error}") from None
@@ -81,3 +83,12 @@ def settings_check(settings: settings_module.OperatorSettings) -> None:
     settings_module.env_policy(settings.env.allow, settings.env.namespace_rules)
     if settings.keyring.sealing_rotation < 0:
         raise ValueError("--sealing-key-rotation must be 0 (off) or a number of seconds")
+    oauth2 = settings.oauth2
+    if oauth2.workers < 1:
+        raise ValueError("--oauth2-workers must be >= 1")
+    oauth2.egress_policy()
+    if oauth2.ca_file is not None:
+        try:
+            pathlib.Path(oauth2.ca_file).read_text()
+        except OSError as error:
+            raise ValueError(f"--oauth2-ca-file {oauth2.ca_file} cannot be read: {error.strerror}") from None

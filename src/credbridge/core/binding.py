@@ -18,7 +18,11 @@ Rules:
   forbids plain output (cluster flag, the share, the tenancy rule) and a Credential that no longer
   exists withdraw it.
 - A rollout is due when the content rolled out last differs from the current content; the
-  operator debounces it.
+  operator debounces it. For an OAuth2 Credential, a change of its token fields alone (a refreshed
+  access token, every ~45 minutes) rolls nothing out unless the binding says
+  `spec.rolloutOnTokenRefresh: true`: applications should read the token when they use it.
+- A binding of an OAuth2 Credential reports the Credential's `OAuth2Ready` as its own condition of
+  that type (a revoked grant shows on the binding, whose Secret keeps the last access token).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from credbridge.core import (
     templating,
     views,
 )
+from credbridge.core.oauth2 import planning as oauth2_planning
+from credbridge.core.oauth2 import tokens
 
 Json = dict[str, typing.Any]
 
@@ -47,6 +53,8 @@ ROLLOUT_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 """Workload kinds a binding can roll out (apps/v1, in the binding's namespace)."""
 ROLLOUT_CONDITION = "RolloutReady"
 """Condition type reporting the rollout targets, next to Ready."""
+OAUTH2_CONDITION = oauth2_planning.OAUTH2_READY
+"""Condition type of a binding of an OAuth2 Credential: the Credential's `OAuth2Ready`, as the binding sees it."""
 PLAIN_SECRET_TYPE = "Opaque"
 
 WITHDRAWING_REASONS = frozenset({"CredentialNotFound", *release.REASONS})
@@ -123,6 +131,11 @@ class BindingView:
     def template(self) -> collections.abc.Mapping[str, typing.Any] | None:
         template = self.spec.get("template")
         return template if isinstance(template, collections.abc.Mapping) else None
+
+    @property
+    def rollout_on_token_refresh(self) -> bool:
+        """Roll out also when only an OAuth2 Credential's token fields changed (spec.rolloutOnTokenRefresh)."""
+        return self.spec.get("rolloutOnTokenRefresh") is True
 
     @property
     def rollout_targets(self) -> tuple[RolloutTarget, ...]:
@@ -282,7 +295,23 @@ def plan_binding(binding: BindingView, inputs: Inputs) -> Plan:
                 ),
             ),
         )
-    return _plan_rendered(binding, inputs, credential, rendered, current)
+    return _plan_rendered(binding, inputs, credential, rendered, current, _rollout_content(binding, inputs, templates))
+
+
+def _rollout_content(binding: BindingView, inputs: Inputs, templates: templating.Templates) -> bytes | None:
+    """What a rollout compares for an OAuth2 Credential: the rendering with every token field emptied, so a
+    refreshed access token rolls nothing out; None (compare the rendered content) for other Credentials,
+    without rollout targets, or with `spec.rolloutOnTokenRefresh`."""
+    content, cred_type = inputs.content, inputs.cred_type
+    if not binding.rollout_targets or binding.rollout_on_token_refresh:
+        return None
+    if cred_type is None or cred_type.oauth2 is None or not isinstance(content, redaction.SecretFields):
+        return None
+    emptied = {name: "" if name in tokens.TOKEN_FIELDS else content[name] for name in content}
+    try:
+        return envelope.encode_plaintext(templating.render(templates, emptied, where="the rollout comparison"))
+    except templating.RenderError:
+        return None  # rendered above with the same field names; compare the rendered content then
 
 
 def _plan_rendered(
@@ -291,6 +320,7 @@ def _plan_rendered(
     credential: views.CredentialView,
     rendered: redaction.SecretFields,
     current: views.SecretView | None,
+    rollout_content: bytes | None,
 ) -> Plan:
     ring = inputs.keyring
     assert ring is not None
@@ -314,9 +344,19 @@ def _plan_rendered(
     delete = (str(stale),) if stale and stale != binding.secret_name else ()
 
     targets = binding.rollout_targets
-    rolled_out = _rolled_out_hmac(previous, content_hmac, ring, aad, plaintext, bool(targets), data_changed)
+    rollout_hmac, rollout_plaintext, rollout_changed = content_hmac, plaintext, data_changed
+    if rollout_content is not None:
+        # What rolls out is the content without tokens: its own HMAC, kept while it verifies.
+        rollout_plaintext, rollout_changed = rollout_content, True
+        before = str(previous.get("rolledOutHmac") or "")
+        if before and envelope.verify_content_hmac(before, ring.keys, aad, rollout_plaintext):
+            rollout_hmac = before
+        else:
+            rollout_hmac = envelope.content_hmac(ring.active_id, ring.active_key, aad, rollout_plaintext)
+    rolled_out = _rolled_out_hmac(previous, rollout_hmac, ring, aad, rollout_plaintext, bool(targets), rollout_changed)
     rollout_condition, rollout_events, patchable = _rollout_state(binding, inputs, targets)
-    rollout = patchable if rolled_out != content_hmac else ()
+    rollout = patchable if rolled_out != rollout_hmac else ()
+    oauth2_condition, oauth2_events = _oauth2_state(binding, inputs, credential)
 
     content_changed = previous.get("contentHmac") != content_hmac and not envelope.verify_content_hmac(
         str(previous.get("contentHmac") or ""), ring.keys, aad, plaintext
@@ -336,9 +376,10 @@ def _plan_rendered(
         "rolledOutHmac": rolled_out,
         "observedGeneration": binding.generation,
         "conditions": _conditions(previous, "True", "Rendered", message, inputs.now, binding.generation)
-        + rollout_condition,
+        + rollout_condition
+        + oauth2_condition,
     }
-    events = list(rollout_events)
+    events = [*rollout_events, *oauth2_events]
     if conditions.reason(previous, names.READY_CONDITION) not in (None, "Rendered"):
         events.insert(0, planning.Event("Normal", "Rendered", f"{binding.where} is Ready again: {message}"))
     return Plan(
@@ -347,7 +388,7 @@ def _plan_rendered(
         delete_secrets=delete,
         events=tuple(events),
         rollout=rollout,
-        rollout_status={"rolledOutHmac": content_hmac, "rolledOutDate": inputs.now},
+        rollout_status={"rolledOutHmac": rollout_hmac, "rolledOutDate": inputs.now},
     )
 
 
@@ -429,16 +470,44 @@ def _failed(binding: BindingView, inputs: Inputs, failure: planning.Failure) -> 
     if withdraw:
         status.update({"secretName": None, "keys": [], "contentHmac": None})
     status["observedGeneration"] = binding.generation
-    status["conditions"] = _conditions(
-        previous, "False", failure.reason, failure.message, inputs.now, binding.generation
-    ) + [c for c in previous.get("conditions") or [] if c.get("type") == ROLLOUT_CONDITION]
+    oauth2_condition: list[Json] = []
+    oauth2_events: list[planning.Event] = []
+    if inputs.credential is not None and failure.reason not in WITHDRAWING_REASONS:
+        oauth2_condition, oauth2_events = _oauth2_state(binding, inputs, inputs.credential)
+    status["conditions"] = (
+        _conditions(previous, "False", failure.reason, failure.message, inputs.now, binding.generation)
+        + [c for c in previous.get("conditions") or [] if c.get("type") == ROLLOUT_CONDITION]
+        + oauth2_condition
+    )
     delete: tuple[str, ...] = ()
     if withdraw:
         delete = tuple(sorted({name for name in (binding.secret_name, previous.get("secretName")) if name}))
     old = conditions.find(previous, names.READY_CONDITION)
     changed = old is None or old.get("reason") != failure.reason or old.get("message") != failure.message
-    events = (planning.Event("Warning", failure.reason, failure.message),) if changed else ()
+    events = ((planning.Event("Warning", failure.reason, failure.message),) if changed else ()) + tuple(oauth2_events)
     return Plan(status=status, delete_secrets=delete, failure=failure, events=events)
+
+
+def _oauth2_state(
+    binding: BindingView, inputs: Inputs, credential: views.CredentialView
+) -> tuple[list[Json], list[planning.Event]]:
+    """The binding's OAuth2Ready condition, copied from its Credential's, and the Event its change needs."""
+    source = conditions.find(credential.status, OAUTH2_CONDITION)
+    if source is None:
+        return [], []
+    state, reason = str(source.get("status", "Unknown")), str(source.get("reason", ""))
+    message = f"Credential {credential.name}: {source.get('message', '')}"
+    condition = conditions.condition(
+        binding.status, OAUTH2_CONDITION, state, reason, message, inputs.now, binding.generation
+    )
+    old = conditions.find(binding.status, OAUTH2_CONDITION)
+    if old is not None and old.get("reason") == reason:
+        return [condition], []
+    if state != "True":
+        return [condition], [planning.Event("Warning", reason, f"{binding.where}: {message}")]
+    if old is not None:
+        return [condition], [planning.Event("Normal", reason, f"{binding.where}: {message}")]
+    return [condition], []
 
 
 def _conditions(

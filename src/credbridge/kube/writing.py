@@ -56,6 +56,14 @@ def replace_secret(api: client.ApiClient, secret: Json, resource_version: str) -
         )
 
 
+def patch_secret_data(api: client.ApiClient, namespace: str, name: str, data: Json, *, resource_version: str) -> Json:
+    """Set some `data` keys (base64 values) of a Secret, leaving its other keys, failing with 409 if it changed
+    since `resource_version` was read (an OAuth2 token Secret: the refresh writes only its token keys)."""
+    body = {"metadata": {"resourceVersion": resource_version}, "data": data}
+    with errors.translated(f"update keys {', '.join(sorted(data))} of Secret {namespace}/{name}"):
+        return _json(client.CoreV1Api(api).patch_namespaced_secret(name, namespace, body, _preload_content=False))
+
+
 def delete_secret(api: client.ApiClient, namespace: str, name: str, *, uid: str | None = None) -> bool:
     """Delete a Secret (only the one with `uid`, when given); False when it was already gone."""
     options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid) if uid else None)

@@ -334,6 +334,8 @@ class FlowiseServer:
     )
     popen: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    extra_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """More variables for Flowise (e.g. to let its OAuth2 refresh reach a local test provider)."""
 
     @property
     def url(self) -> str:
@@ -366,6 +368,7 @@ class FlowiseServer:
             "BLOB_STORAGE_PATH": str(self.workdir / "storage"),
             "DISABLE_FLOWISE_TELEMETRY": "true",
             "NUMBER_OF_PROXIES": "0",
+            **self.extra_env,
         }
 
     def start_process(self, timeout: float = 180.0) -> None:
@@ -412,6 +415,7 @@ def start_flowise(
     database: str | None = None,
     secret_key: redaction.Redacted | None = None,
     die_with_parent: bool = True,
+    extra_env: Mapping[str, str] | None = None,
 ) -> FlowiseServer:
     """Starts a Flowise on a fresh database of `postgres`, registers its first admin and makes an API key."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -423,6 +427,7 @@ def start_flowise(
         database=database or f"flowise_{secrets.token_hex(4)}",
         secret_key=secret_key or redaction.Redacted(secrets.token_urlsafe(24)),
         die_with_parent=die_with_parent,
+        extra_env=dict(extra_env or {}),
     )
     try:
         postgres.create_database(server.database)

@@ -399,13 +399,17 @@ def start_provider(
     refresh_token_seconds: int = 86_400,
     root: pathlib.Path | None = None,
     die_with_parent: bool = True,
+    ca: tls.Issued | None = None,
 ) -> OAuth2Provider:
-    """Starts a provider with the default clients in `workdir`, tokens living `access_token_seconds`."""
+    """Starts a provider with the default clients in `workdir`, tokens living `access_token_seconds`.
+
+    `ca`: the CA to sign its certificate with (another provider's, so a client trusting one trusts both);
+    default a new one."""
     provider = OAuth2Provider(
         root=root or ensure_installed(),
         workdir=workdir,
         port=controlplane.free_port(),
-        ca=tls.make_ca("credbridge test OAuth2 provider CA"),
+        ca=ca or tls.make_ca("credbridge test OAuth2 provider CA"),
         clients=default_clients(),
         access_token_seconds=access_token_seconds,
         refresh_token_seconds=refresh_token_seconds,

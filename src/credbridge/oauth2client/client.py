@@ -20,13 +20,14 @@ import urllib.parse
 import credbridge
 from credbridge.core import redaction
 from credbridge.core.oauth2 import outcomes, provider
+from credbridge.oauth2client import egress as egress_module
 from credbridge.oauth2client import transport
 
 logger = logging.getLogger(__name__)
 
 Clock = collections.abc.Callable[[], datetime.datetime]
 Transport = collections.abc.Callable[..., transport.Answer]
-"""`transport.post_form`'s shape: (url, body, headers, *, limits, tls) → Answer."""
+"""`transport.post_form`'s shape: (url, body, headers, *, limits, tls[, connect]) → Answer."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +73,11 @@ class TokenClient:
         ca_pem: str | None = None,
         clock: Clock = _utcnow,
         send: Transport = transport.post_form,
+        egress: egress_module.Egress | None = None,
     ) -> None:
         """`ca_pem`: CA certificates (PEM) to trust instead of the system store (a private provider, the
-        tests). `send` is the transport (`transport.post_form`), the one way out to a provider."""
+        tests). `send` is the transport (`transport.post_form`), the one way out to a provider. `egress`:
+        the policy every request must pass (the operator's), None for none (the CLI, on a person's machine)."""
         self.settings = settings
         try:
             self._tls = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
@@ -82,6 +85,7 @@ class TokenClient:
             raise ValueError("the CA bundle for OAuth2 providers is not valid PEM certificates") from None
         self._clock = clock
         self._send = send
+        self._egress = egress
 
     def __repr__(self) -> str:
         return f"TokenClient(settings={self.settings!r})"
@@ -122,6 +126,13 @@ class TokenClient:
         authorization = request.authorization_header()
         if authorization is not None:
             headers["Authorization"] = authorization
+        options: dict[str, typing.Any] = {}
+        if self._egress is not None:
+            refused = self._egress.host_refusal(request.url, host_declared=request.host_declared)
+            if refused is not None:
+                logger.debug("token request to %s refused by the egress policy", host)
+                return outcomes.transport_failure(host, refused, transient=False)
+            options["connect"] = self._egress.connector()
         try:
             answer = self._send(
                 request.url,
@@ -129,6 +140,7 @@ class TokenClient:
                 headers,
                 limits=self.settings.limits,
                 tls=self._tls if parts.scheme == "https" else None,
+                **options,
             )
         except transport.TransportError as error:
             logger.debug("token request to %s failed: %s", host, error)

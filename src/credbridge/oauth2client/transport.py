@@ -10,8 +10,9 @@ refresh token in the body. So the request:
 - verifies TLS against the system trust store or the CA bundle given;
 - raises `TransportError` with the host and what failed, never the body.
 
-Keeping this to one small function leaves one place to put an egress policy (allowed hosts, DNS
-pinned, private ranges refused) in front of every provider request.
+The connection itself can be opened by the caller (`connect`): the operator passes one that applies
+its egress policy (`oauth2client.egress`: the host allowed, the name resolved once, every address
+judged, the connection pinned to one), and TLS is then verified against the URL's host name.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import socket
 import ssl
 import threading
 import urllib.parse
+
+Connect = collections.abc.Callable[[str, int, float], socket.socket]
+"""(host, port, connect timeout in seconds) → a connected TCP socket; raises TransportError to refuse."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +69,26 @@ def _shut(connection: http.client.HTTPConnection) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
+class _Connection(http.client.HTTPConnection):
+    """An HTTP(S) connection whose TCP socket comes from `connect`; TLS (when `tls`) checks the URL's host name."""
+
+    def __init__(
+        self, host: str, port: int | None, *, timeout: float, tls: ssl.SSLContext | None, connect: Connect
+    ) -> None:
+        self.default_port = http.client.HTTPS_PORT if tls is not None else http.client.HTTP_PORT
+        super().__init__(host, port or self.default_port, timeout=timeout)
+        self._tls = tls
+        self._open = connect
+
+    def connect(self) -> None:
+        sock = self._open(self.host, self.port, float(self.timeout or 0) or 5.0)
+        self.sock = sock if self._tls is None else self._tls.wrap_socket(sock, server_hostname=self.host)
+
+
+def _system_connect(host: str, port: int, timeout: float) -> socket.socket:
+    return socket.create_connection((host, port), timeout=timeout)
+
+
 def post_form(
     url: str,
     body: bytes,
@@ -72,21 +96,24 @@ def post_form(
     *,
     limits: Limits,
     tls: ssl.SSLContext | None,
+    connect: Connect | None = None,
 ) -> Answer:
     """POSTs `body` to `url` (https, or http when `tls` is None) and returns the answer, redirects included.
 
-    Raises TransportError when there is no complete answer within the limits.
+    `connect` opens the TCP connection (default: the system's lookup and connect). Raises
+    TransportError when there is no complete answer within the limits, or when `connect` refuses.
     """
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     where = f"{host}:{parts.port}" if parts.port else host
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    if parts.scheme == "https" and tls is not None:
-        connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-            host, parts.port, timeout=limits.connect_timeout, context=tls
-        )
-    else:
-        connection = http.client.HTTPConnection(host, parts.port, timeout=limits.connect_timeout)
+    connection = _Connection(
+        host,
+        parts.port,
+        timeout=limits.connect_timeout,
+        tls=tls if parts.scheme == "https" else None,
+        connect=connect or _system_connect,
+    )
     watchdog = threading.Timer(limits.request_timeout, _shut, (connection,))
     watchdog.daemon = True
     try:

@@ -100,6 +100,15 @@ class Applier:
             self.cache.put_secret(view)
         return view
 
+    def patch_secret_data(self, namespace: str, name: str, data: Json, *, resource_version: str) -> views.SecretView:
+        """Sets some data keys (base64 values) of a Secret planned from `resource_version` (409 when it moved on)."""
+        written = writing.patch_secret_data(self.api, namespace, name, data, resource_version=resource_version)
+        metrics.API_WRITES.labels("secrets", "patch").inc()
+        view = views.SecretView.from_object(written)
+        if view.managed:
+            self.cache.put_secret(view)
+        return view
+
     def delete_secret(self, namespace: str, name: str, *, uid: str) -> bool:
         """Deletes the Secret with `uid` (never another one that took its name); False when it was gone."""
         deleted = writing.delete_secret(self.api, namespace, name, uid=uid)

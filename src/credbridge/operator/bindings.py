@@ -21,7 +21,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from credbridge.core import admission, binding, names, planning, release, views
+from credbridge.core import admission, binding, conditions, names, planning, release, views
 from credbridge.kube import connecting, errors, fetching, writing
 from credbridge.operator import cache as cache_module
 from credbridge.operator import consumer, metrics, reading, reconciling, workqueue
@@ -43,6 +43,7 @@ def _fingerprint(view: views.CredentialView | None) -> tuple[Any, ...] | None:
     if view is None:
         return None
     ready = view.ready_condition or {}
+    oauth2 = conditions.find(view.status, binding.OAUTH2_CONDITION) or {}
     return (
         view.uid,
         view.generation,
@@ -51,6 +52,8 @@ def _fingerprint(view: views.CredentialView | None) -> tuple[Any, ...] | None:
         ready.get("reason"),
         view.status.get("updatedDate"),
         view.deleting,
+        oauth2.get("status"),
+        oauth2.get("reason"),
     )
 
 

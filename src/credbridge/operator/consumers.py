@@ -23,7 +23,7 @@ import kopf
 
 from credbridge.core import names
 from credbridge.core.flowise import target as flowise_target
-from credbridge.operator import bindings, consumer, flowise
+from credbridge.operator import bindings, consumer, flowise, oauth2
 from credbridge.operator import settings as settings_module
 
 
@@ -77,6 +77,12 @@ REGISTRY: tuple[Registration, ...] = (
         plural=flowise_target.PLURAL,
         build=lambda context: flowise.FlowiseSync(context, context.settings.flowise),
         enabled=lambda settings: settings.flowise.enabled,
+    ),
+    Registration(
+        name="oauth2",
+        plural=None,
+        build=lambda context: oauth2.OAuth2Refresher(context, context.settings.oauth2),
+        enabled=lambda settings: settings.oauth2.enabled,
     ),
 )
 

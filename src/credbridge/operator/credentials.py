@@ -19,7 +19,7 @@ import secrets
 import threading
 from typing import Any
 
-from credbridge.core import envrefs, keyring, names, planning, redaction, registry, views
+from credbridge.core import conditions, envrefs, keyring, names, planning, redaction, registry, views
 from credbridge.kube import errors
 from credbridge.operator import applying, metrics, reading, reconciling
 from credbridge.operator import cache as cache_module
@@ -199,7 +199,12 @@ class CredentialReconciler:
             self._write_secret(view, plan.secret, current)
         patch = planning.status_patch(view.status, plan.status)
         if patch is not None:
-            self._write_status(view, patch)
+            try:
+                self._write_status(view, patch)
+            except errors.ApiError as error:
+                if not (error.conflict and plan.secret is not None):
+                    raise
+                self._write_status_after_conflict(view, plan)
         if plan.event is not None:
             self._applier.event(involved(view), plan.event)
         key_id = str(plan.status.get("keyId") or "")
@@ -225,6 +230,26 @@ class CredentialReconciler:
                 self._report_write_failure(view, error)
             raise
         self._applier.failures.clear(view.key)
+
+    def _write_status_after_conflict(self, view: views.CredentialView, plan: planning.Plan) -> None:
+        """The Secret was written, then another writer of the status (the OAuth2 refresh, verification) patched
+        it first, so the status patch got 409. A plain retry would plan from the written Secret, find nothing
+        to write and lose what this write means (`updatedDate`, `keyId`): write the planned status onto the
+        Credential as stored instead, its Ready condition merged into the other writers' conditions."""
+        fresh = self._reader.credential(view.key, from_api=True)
+        if fresh is None or fresh.generation != view.generation:
+            raise errors.ApiError(
+                f"update the status of Credential {view.namespace}/{view.name}",
+                409,
+                "its spec changed while its Secret was written: planned again",
+            )
+        self._cache.put_credential(fresh)
+        desired = dict(plan.status)
+        ours = [c for c in plan.status.get("conditions") or () if c.get("type") == names.READY_CONDITION]
+        desired["conditions"] = conditions.merge(fresh.status, ours)
+        patch = planning.status_patch(fresh.status, desired)
+        if patch is not None:
+            self._write_status(fresh, patch)
 
     def _write_status(self, view: views.CredentialView, patch: dict[str, Any]) -> None:
         updated = self._applier.patch_credential_status(view, patch)

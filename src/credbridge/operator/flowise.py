@@ -147,6 +147,7 @@ class FlowiseSync(consumer.ExternalSync[TargetView]):
     def _candidate(self, item: consumer.Selected) -> sync.Candidate:
         credential = item.view
         managed = self.context.cache.secret((credential.namespace, credential.secret_name))
+        spec = self.context.types_now().get(credential.type_name)
         return sync.Candidate(
             name=credential.name,
             id=str(credential.status.get("id") or credential.credential_id),
@@ -155,6 +156,7 @@ class FlowiseSync(consumer.ExternalSync[TargetView]):
             revision=f"g{credential.generation}-s{managed.resource_version if managed else '?'}",
             not_ready=item.not_ready,
             denial=item.denial.message if item.denial is not None else None,
+            oauth2=spec is not None and spec.oauth2 is not None,
         )
 
     def _run(

@@ -302,3 +302,60 @@ REGISTRY.register(VERIFICATION)
 def serve(port: int, address: str) -> None:
     """Serve /metrics on `address:port` in a background thread."""
     prometheus_client.start_http_server(port, addr=address, registry=REGISTRY)
+
+
+OAUTH2_TOKEN_REQUESTS = prometheus_client.Counter(
+    "credbridge_oauth2_token_requests_total",
+    "Token requests the OAuth2 refresh sent, by outcome: refreshed, reauthorization_required (invalid_grant), "
+    "failed (the provider refused or failed, a timeout, or the egress policy refused before sending).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+
+class OAuth2Collector(prometheus_registry.Collector):
+    """Per OAuth2 Credential: when its access token expires, and its `OAuth2Ready` reason.
+
+    `credbridge_oauth2_access_token_expiration_timestamp_seconds` is the access token's expiry, which
+    the refresh moves forward every ~45 minutes for Google's one-hour tokens: an alert on it is "the
+    refresh stopped working", e.g. `... - time() < 300`. It is kept apart from
+    `credbridge_credential_expiration_timestamp_seconds` (the credential's own expiry, days or months
+    ahead), whose ExpiringSoon alerts would fire on every access token. `credbridge_oauth2_ready` is 1 for
+    the Credential's current reason. Labelled namespace, name and type; never a value.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], tuple[str, str, float | None]] = {}
+
+    def set_credential(self, key: tuple[str, str], type_name: str, *, reason: str, expires_at: float | None) -> None:
+        with self._lock:
+            self._entries[key] = (type_name, reason, expires_at)
+
+    def forget_credential(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def collect(self) -> Iterator[prometheus_core.Metric]:
+        with self._lock:
+            entries = sorted(self._entries.items())
+        labels = ["namespace", "name", "type"]
+        expiration = prometheus_core.GaugeMetricFamily(
+            "credbridge_oauth2_access_token_expiration_timestamp_seconds",
+            "When the OAuth2 Credential's access token expires (Unix seconds): status.oauth2.accessTokenExpiresAt.",
+            labels=labels,
+        )
+        ready = prometheus_core.GaugeMetricFamily(
+            "credbridge_oauth2_ready",
+            "1 for the OAuth2 Credential's OAuth2Ready reason (TokenValid, ReauthorizationRequired, ...).",
+            labels=[*labels, "reason"],
+        )
+        for (namespace, name), (type_name, reason, expires_at) in entries:
+            if expires_at is not None:
+                expiration.add_metric([namespace, name, type_name], expires_at)
+            ready.add_metric([namespace, name, type_name, reason], 1)
+        yield from (expiration, ready)
+
+
+OAUTH2 = OAuth2Collector()
+REGISTRY.register(OAUTH2)

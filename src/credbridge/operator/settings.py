@@ -43,6 +43,13 @@ def setting(default: T, flag: str | None = None, **kwargs: typing.Any) -> T:
     return field
 
 
+def nested(factory: typing.Callable[[], T], **flags: Flag) -> T:
+    """A settings attribute that is a dataclass of another layer (a core policy, a client's limits), with the
+    flags of its attributes named here: their defaults and help stay where the dataclass is written."""
+    field: T = dataclasses.field(default_factory=factory, metadata={"flags": flags})
+    return field
+
+
 RESERVED_ENV_NAMES = frozenset(
     {
         "KUBECONFIG",
@@ -284,22 +291,73 @@ class VerificationSettings:
 
 @dataclasses.dataclass(frozen=True)
 class OAuth2Settings:
-    """How the operator keeps OAuth2 access tokens fresh (`--oauth2-*` flags).
+    """How the operator keeps OAuth2 access tokens fresh (`--oauth2-*` flags, chart values `oauth2.*`).
 
     The schedule and the request limits are the dataclasses the pure planner and the token client
-    take, so their defaults and meanings are written once, where they are used.
+    take, so their defaults and meanings are written once, where they are used; the flags of their
+    attributes are named here.
     """
 
-    enabled: bool = True
-    """Refresh the access tokens of OAuth2 Credentials (types with spec.oauth2)."""
-    refresh: schedule.RefreshPolicy = dataclasses.field(default_factory=schedule.RefreshPolicy)
+    enabled: bool = setting(True, "--no-oauth2", style="off-switch", chart="oauth2.enabled")
+    """Refresh the access tokens of OAuth2 Credentials (types with spec.oauth2) before they expire."""
+    refresh: schedule.RefreshPolicy = nested(
+        schedule.RefreshPolicy,
+        refresh_share=Flag("--oauth2-refresh-share", metavar="FRACTION", chart="oauth2.refreshShare"),
+        jitter_share=Flag("--oauth2-jitter-share", metavar="FRACTION", chart="oauth2.jitterShare"),
+        assumed_lifetime=Flag("--oauth2-assumed-lifetime", metavar="SECONDS"),
+        min_interval=Flag("--oauth2-min-interval", metavar="SECONDS"),
+        backoff_initial=Flag("--oauth2-backoff-initial", metavar="SECONDS", chart="oauth2.backoffInitialSeconds"),
+        backoff_max=Flag("--oauth2-backoff-max", metavar="SECONDS", chart="oauth2.backoffMaxSeconds"),
+        retry_after_max=Flag("--oauth2-retry-after-max", metavar="SECONDS"),
+    )
     """When to refresh (share of the lifetime, jitter) and how to back off (see RefreshPolicy)."""
-    client: oauth2_client.ClientSettings = dataclasses.field(default_factory=oauth2_client.ClientSettings)
+    client: oauth2_client.ClientSettings = nested(
+        oauth2_client.ClientSettings,
+        connect_timeout=Flag("--oauth2-connect-timeout", metavar="SECONDS"),
+        request_timeout=Flag("--oauth2-timeout", metavar="SECONDS", chart="oauth2.timeoutSeconds"),
+        max_response_bytes=Flag("--oauth2-max-response-bytes", metavar="BYTES"),
+        allow_http=Flag("--oauth2-allow-plain-http", style="on-off"),
+    )
     """Limits of each token request: connect and total timeouts, largest answer (see ClientSettings)."""
-    ca_file: str | None = None
+    allow_hosts: tuple[str, ...] = setting(
+        (), "--oauth2-allow-host", style="repeat", metavar="HOST", chart="oauth2.allowHosts"
+    )
+    """Token endpoint hosts a Credential's accessTokenUrl field may name (`idp.internal`, `*.auth0.com`): the
+    client secret and refresh token go there. The host a type declares itself (its accessTokenUrl default,
+    such as oauth2.googleapis.com) needs no entry."""
+    allow_networks: tuple[str, ...] = setting(
+        (), "--oauth2-allow-network", style="repeat", metavar="CIDR", chart="oauth2.allowNetworks"
+    )
+    """Networks token requests may connect into although private, loopback or link-local (`10.0.0.0/8`, a
+    provider inside the cluster); a cloud metadata address needs its own /32 or /128."""
+    ca_file: str | None = setting(None, "--oauth2-ca-file", metavar="FILE")
     """CA bundle (PEM) trusted for token endpoints instead of the system store (a private provider)."""
-    workers: int = 2
+    workers: int = setting(2, "--oauth2-workers", metavar="N")
     """Threads sending token requests; one Credential is never refreshed by two at once."""
+    resync_seconds: float = 600.0
+    """Every OAuth2 Credential is looked at again after this long even without a change (its planned refresh
+    is a timer; this is the safety net)."""
+    resync_per_second: float = 10.0
+    """At most this many of those periodic looks start per second (one Secret read each)."""
+    claim_margin: float = 30.0
+    """Seconds a replica's claim on a token request outlasts the request's own timeout (HA, `--peering`)."""
+
+    def egress_policy(self) -> egress.EgressPolicy:
+        """The egress policy of token requests; raises ValueError naming a malformed network."""
+        networks: list[egress.IPNetwork] = []
+        for text in self.allow_networks:
+            try:
+                networks.extend(egress.parse_networks([text]))
+            except ValueError:
+                raise ValueError(
+                    f"--oauth2-allow-network {text!r} is not a network in CIDR notation with its host bits zero, "
+                    "e.g. 10.1.0.0/16 or 127.0.0.1/32"
+                ) from None
+        return egress.EgressPolicy(
+            allow_hosts=tuple(self.allow_hosts),
+            allow_networks=tuple(networks),
+            allow_plain_http=self.client.allow_http,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ from kubernetes import client
 
 from credbridge import tls as credbridge_tls
 from credbridge.core import names
+from credbridge.core.flowise import stored, sync
 from credbridge.core.flowise import target as target_module
 from credbridge.flowise import client as flowise_client
 from credbridge.kube import fetching
@@ -77,6 +78,17 @@ def second_flowise_server(
 def flowise_api(server: local_flowise.FlowiseServer) -> flowise_client.FlowiseClient:
     """A client of `server` with its full-permission API key."""
     return flowise_client.FlowiseClient(server.url, server.api_key)
+
+
+def stored_fields(server: local_flowise.FlowiseServer, credential_id: str) -> dict[str, str] | None:
+    """What Flowise stored for `credential_id`, decrypted with its key, read straight from its database."""
+    if not sync.is_flowise_id(credential_id):
+        raise ValueError("a Flowise credential id is a UUID")
+    query = f"SELECT \"encryptedData\" FROM credential WHERE id = '{credential_id}'"  # noqa: S608 -- a UUID
+    rows = server.postgres.psql(server.database, query)
+    if not rows.strip():
+        return None
+    return dict(stored.decrypt_fields(rows.strip(), server.secret_key.reveal().encode()))
 
 
 def create_api_key_secret(api: client.ApiClient, namespace: str, name: str, api_key: str) -> None:

@@ -244,3 +244,110 @@ class AuthorizeCommand:
         for reader in self._readers:
             reader.join(10)
         return code, "".join(self.stdout), "".join(self.stderr)
+
+
+# ---- the operator's refresh ----------------------------------------------------------------------------
+
+
+def refresh_args(server: oauth2provider.OAuth2Provider) -> list[str]:
+    """`credbridge run` flags that let the operator refresh tokens at the test provider (and at every provider
+    `private_provider` starts, which share its CA): its CA, its loopback host and address allowed, short backoff."""
+    return [
+        "--oauth2-ca-file",
+        str(server.ca_file),
+        "--oauth2-allow-host",
+        "127.0.0.1",
+        "--oauth2-allow-network",
+        "127.0.0.1/32",
+        "--oauth2-backoff-initial",
+        "1",
+        "--oauth2-backoff-max",
+        "4",
+    ]
+
+
+@pytest.fixture
+def private_provider(oauth2_provider_process: oauth2provider.OAuth2Provider, tmp_path: pathlib.Path) -> Iterator[Any]:
+    """Starts providers of the test's own (`private_provider(access_token_seconds=60)`): their token counts,
+    faults and downtime concern the test alone. They share the session provider's CA, so an operator started
+    with `refresh_args(oauth2_provider)` trusts them."""
+    started: list[oauth2provider.OAuth2Provider] = []
+
+    def start(access_token_seconds: int = 30) -> oauth2provider.OAuth2Provider:
+        server = oauth2provider.start_provider(
+            tmp_path / f"provider-{len(started)}",
+            access_token_seconds=access_token_seconds,
+            root=oauth2_provider_process.root,
+            ca=oauth2_provider_process.ca,
+        )
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop_process()
+
+
+def store_tokens(api: client.ApiClient, namespace: str, name: str, got: tokens.TokenSet) -> None:
+    """Writes tokens into the token Secret of Credential `name` (made by `credential_objects`), as
+    `credbridge oauth2 authorize` would."""
+    values = got.field_values()
+    data = {field: base64.b64encode(values[field].reveal().encode()).decode() for field in TOKEN_FIELDS_STORED}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{name}-tokens", "labels": {"created-by": "credbridge-tests"}},
+        "data": data,
+    }
+    client.CoreV1Api(api).create_namespaced_secret(namespace, body)
+
+
+def token_secret(api: client.ApiClient, namespace: str, name: str) -> dict[str, str]:
+    """The token Secret of Credential `name`, decoded ({} when it does not exist)."""
+    try:
+        found = client.CoreV1Api(api).read_namespaced_secret(f"{name}-tokens", namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            return {}
+        raise
+    return {key: base64.b64decode(value).decode() for key, value in (found.data or {}).items()}
+
+
+def oauth2_state(api: client.ApiClient, namespace: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the OAuth2Ready condition or {}, status.oauth2 or {}) of a Credential."""
+    found = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        names.GROUP, names.VERSION, namespace, names.CREDENTIAL_PLURAL, name
+    )
+    status = found.get("status") or {}
+    condition: dict[str, Any] = next((c for c in status.get("conditions") or () if c.get("type") == "OAuth2Ready"), {})
+    return condition, status.get("oauth2") or {}
+
+
+def wait_for_oauth2(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    predicate: Any,
+    *,
+    timeout: float = 120.0,
+    what: str = "the OAuth2 state",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Polls `oauth2_state` until `predicate(condition, block)` holds; fails naming `what` and the last state."""
+    deadline = time.monotonic() + timeout
+    state: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+    while time.monotonic() < deadline:
+        state = oauth2_state(api, namespace, name)
+        if predicate(*state):
+            return state
+        time.sleep(0.5)
+    condition, block = state
+    raise AssertionError(
+        f"{what} did not happen within {timeout:.0f}s; OAuth2Ready: {condition.get('reason')} "
+        f"({condition.get('message')}); status.oauth2: {block}"
+    )
+
+
+def requests_of(server: oauth2provider.OAuth2Provider, grant: str, client_id: str) -> int:
+    """How many `grant` token requests of `client_id` the provider answered, whatever the outcome."""
+    prefix = f"{grant}/{client_id}/"
+    return sum(count for key, count in server.token_requests().items() if key.startswith(prefix))

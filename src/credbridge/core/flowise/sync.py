@@ -15,7 +15,12 @@ Rules:
 - Content is pushed only when it differs from what was pushed, compared by a keyed HMAC of the
   payload (`pushedHmac`); a key rotation re-keys that HMAC in status and pushes nothing.
 - An edit made in Flowise shows as a changed `updatedDate`; credbridge reverts it by pushing its
-  content again, with an Event.
+  content again, with an Event. Except for OAuth2 Credentials: Flowise writes their token fields
+  itself (its refresh route, called by its nodes near expiry), and its list API returns no data to
+  tell those writes from an edit, so a new `updatedDate` is taken as it is and credbridge pushes
+  only when its own content changed (each refresh of the operator). Reverting Flowise's refresh
+  would put back an older access token and, with a rotating provider, a refresh token that no
+  longer works.
 - A Credential that is not Ready keeps whatever was pushed last (the last good output stays).
 """
 
@@ -71,6 +76,8 @@ class Candidate:
     """Why the Credential is not Ready (its condition reason), or None when it is."""
     denial: str | None = None
     """Why its plaintext may not go to Flowise (the tenancy rule), or None."""
+    oauth2: bool = False
+    """An OAuth2 Credential: Flowise refreshes its tokens itself, so a change made in Flowise is not reverted."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,15 +306,20 @@ def _plan_candidate(
         keep(state, message, Event("Warning", reason, message) if reason else None)
         return
     mine = entry if owned else None  # an entry that never owned its id only reported on it
+    # Flowise's own writes to an OAuth2 credential (its token refresh) are taken as they are.
+    untouched = (
+        mine is not None and found is not None and (mine.flowise_updated_date == found.updated_date or candidate.oauth2)
+    )
     if (
         mine is not None
         and found is not None
+        and untouched
         and mine.state == SYNCED
         and mine.revision == candidate.revision
-        and mine.flowise_updated_date == found.updated_date
         and (mine.pushed_hmac or "").partition(":")[0] == ring.active_id
     ):
-        plan.entries[candidate.id] = mine  # nothing changed on either side: nothing to decrypt
+        # Nothing changed on our side (and nothing that is drift on Flowise's): nothing to decrypt.
+        plan.entries[candidate.id] = dataclasses.replace(mine, flowise_updated_date=found.updated_date)
         return
 
     fields = content_of(candidate)
@@ -323,10 +335,16 @@ def _plan_candidate(
         and mine.pushed_hmac is not None
         and (envelope.verify_content_hmac(mine.pushed_hmac, ring.keys, aad, content))
     )
-    if mine is not None and found is not None and same and mine.flowise_updated_date == found.updated_date:
+    if mine is not None and found is not None and same and untouched:
         # Same content, untouched in Flowise: only the HMAC key or the revision moved. No push.
         plan.entries[candidate.id] = dataclasses.replace(
-            mine, name=candidate.name, state=SYNCED, pushed_hmac=wanted_hmac, revision=candidate.revision, message=None
+            mine,
+            name=candidate.name,
+            state=SYNCED,
+            pushed_hmac=wanted_hmac,
+            revision=candidate.revision,
+            message=None,
+            flowise_updated_date=found.updated_date,
         )
         return
 
@@ -334,7 +352,7 @@ def _plan_candidate(
         action = "create"
     elif found is None:
         action = "create" if mine.pushed_hmac is None else "recreate"
-    elif mine.pushed_hmac is not None and mine.flowise_updated_date != found.updated_date:
+    elif mine.pushed_hmac is not None and not untouched:
         action = "revert"
     else:
         action = "update"

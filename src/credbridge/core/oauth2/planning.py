@@ -45,6 +45,11 @@ REFRESH_FAILED = "RefreshFailed"
 """The last token request failed (provider down, throttling, refused client); retries go on."""
 NOT_CONFIGURED = "NotConfigured"
 """The Credential's OAuth2 configuration cannot be used (token fields not from a Secret, no token URL...)."""
+NOT_RELEASED = "NotReleased"
+"""The release rule (core.release) forbids sending the Credential's values to a token endpoint (values from
+the operator's environment that are not granted to its namespace, a mirror whose source is out of sight)."""
+REASONS = (TOKEN_VALID, AUTHORIZATION_REQUIRED, REAUTHORIZATION_REQUIRED, REFRESH_FAILED, NOT_CONFIGURED, NOT_RELEASED)
+"""Every reason of `OAuth2Ready`."""
 STATUS_KEY = "oauth2"
 """`status.oauth2` on the Credential: what the refresh controller knows between two runs."""
 
@@ -62,6 +67,10 @@ class Situation:
     """resourceVersion of the token Secret ("" when it does not exist): a new authorization changes it."""
     problem: str | None = None
     """A configuration problem (`store.TokenStoreError`, `provider.ConfigurationError`): nothing is sent."""
+    problem_reason: str = NOT_CONFIGURED
+    """The `OAuth2Ready` reason of `problem`: NotConfigured, or NotReleased for a refusal of the release rule."""
+    holder: str = ""
+    """Who plans (the operator process): a claim by someone else that has not run out means "not now"."""
 
     @property
     def where(self) -> str:
@@ -92,18 +101,34 @@ class Memory:
     last_refresh: str | None = None
     last_error: str | None = None
     """What the last failed attempt ended in (no value: status and error code), for the condition message."""
+    claim_holder: str | None = None
+    """The operator process that claimed the next token request (HA: replicas race for it with the
+    Credential's resourceVersion, the winner sends), until `claim_until`."""
+    claim_until: datetime.datetime | None = None
 
     @classmethod
     def from_status(cls, status: collections.abc.Mapping[str, typing.Any]) -> Memory:
         block = status.get(STATUS_KEY) or {}
         failures = block.get("failures")
+        raw_claim = block.get("claim")
+        claim: collections.abc.Mapping[str, typing.Any] = (
+            raw_claim if isinstance(raw_claim, collections.abc.Mapping) else {}
+        )
         return cls(
             failures=failures if isinstance(failures, int) and failures > 0 else 0,
             retry_at=tokens.parse_time(block.get("retryAt")),
             refused_version=block.get("refusedTokenVersion") or None,
             last_refresh=block.get("lastRefreshTime") or None,
             last_error=block.get("lastError") or None,
+            claim_holder=str(claim.get("holder") or "") or None,
+            claim_until=tokens.parse_time(claim.get("until")),
         )
+
+    def foreign_claim(self, holder: str, now: datetime.datetime) -> datetime.datetime | None:
+        """Until when another process holds the claim on the next token request; None when nobody else does."""
+        if self.claim_holder is None or self.claim_holder == holder or self.claim_until is None:
+            return None
+        return self.claim_until if self.claim_until > now else None
 
 
 def _needs_authorization(situation: Situation) -> bool:
@@ -125,8 +150,24 @@ def next_attempt(
     if planned is None:
         return None
     if memory.failures and memory.retry_at is not None:
-        return memory.retry_at
+        planned = memory.retry_at
+    claimed = memory.foreign_claim(situation.holder, now)
+    if claimed is not None:
+        # Another replica is sending this request now: look again when its claim runs out (by then it
+        # wrote the new tokens, which move the schedule, or it died and the claim lapses).
+        return max(planned, claimed)
     return planned
+
+
+def claim_patch(situation: Situation, now: datetime.datetime, seconds: float) -> Json:
+    """The status merge patch that claims the next token request for `situation.holder` for `seconds`.
+
+    Written with the resourceVersion the plan was made from, before anything is sent: of two replicas
+    that planned the same refresh, one writes it and the other gets 409, reads the claim and waits. A
+    rotating provider that saw one refresh token twice would revoke the whole grant.
+    """
+    until = now + datetime.timedelta(seconds=seconds)
+    return {STATUS_KEY: {"claim": {"holder": situation.holder, "until": tokens.format_time(until)}}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,16 +189,21 @@ class OAuth2Plan:
     def status_patch(self, current: collections.abc.Mapping[str, typing.Any]) -> Json | None:
         """The merge patch of the Credential's status, or None when it already says this.
 
-        `conditions` is a list that a merge patch replaces whole, so the patch carries every other
-        condition as it is and only `OAuth2Ready` new.
+        `status.oauth2` is merged key by key, so keys the plan no longer has (a `retryAt` after a
+        success, a claim) are removed with null. `conditions` is a list that a merge patch replaces
+        whole: the other writers' conditions are kept as they are (`conditions.merge`), and the
+        patch carries the resourceVersion it was planned from, so a concurrent change is a 409.
         """
         patch: Json = {}
-        if current.get(STATUS_KEY) != self.status:
-            patch[STATUS_KEY] = self.status
-        others = [c for c in current.get("conditions") or () if c.get("type") != OAUTH2_READY]
+        block = current.get(STATUS_KEY)
+        block = block if isinstance(block, collections.abc.Mapping) else {}
+        if dict(block) != self.status:
+            changed: Json = {key: value for key, value in self.status.items() if block.get(key) != value}
+            changed.update({key: None for key in block if key not in self.status})
+            patch[STATUS_KEY] = changed
         existing = conditions.find(current, OAUTH2_READY)
         if existing is None or dict(existing) != self.condition:
-            patch["conditions"] = [*others, self.condition]
+            patch["conditions"] = conditions.merge(current, [self.condition])
         return patch or None
 
 
@@ -210,6 +256,10 @@ def plan(
     after = dataclasses.replace(situation, stored=stored)
     state, reason, message = _condition(after, last_error, failures, retry_at, refused, now)
     status: Json = {"grant": situation.grant, "failures": failures}
+    claimed = memory.foreign_claim(situation.holder, now) if outcome is None else None
+    if claimed is not None:
+        # Another replica is sending a request: its claim stays until it writes what it received.
+        status["claim"] = {"holder": memory.claim_holder, "until": tokens.format_time(claimed)}
     for key, value in (
         ("accessTokenExpiresAt", _time(stored.expires_at) if stored.access_token is not None else None),
         ("lastRefreshTime", last_refresh),
@@ -226,6 +276,8 @@ def plan(
         upcoming = retry_at
     else:
         upcoming = None if reason != TOKEN_VALID else schedule.refresh_at(stored, policy, after.jitter, now)
+    if upcoming is not None and claimed is not None:
+        upcoming = max(upcoming, claimed)
     if upcoming is not None:
         status["refreshAt"] = tokens.format_time(upcoming)
     condition = conditions.condition(
@@ -258,7 +310,7 @@ def _condition(
     """(status, reason, message) of `OAuth2Ready`."""
     where, stored = situation.where, situation.stored
     if situation.problem is not None:
-        return "False", NOT_CONFIGURED, situation.problem
+        return "False", situation.problem_reason, situation.problem
     if refused is not None and refused == situation.store_version:
         detail = last_error or "the provider refused the refresh token (invalid_grant)"
         return (

@@ -43,6 +43,10 @@ class ProviderConfig:
     """Empty for the client-credentials grant."""
     additional_parameters: str = ""
     """Extra query parameters of the authorization URL (Google's `access_type=offline&prompt=consent`)."""
+    token_host_declared: bool = False
+    """The token URL's host is the one the CredentialType itself declares (its `accessTokenUrl` default, such as
+    `oauth2.googleapis.com`), not one a Credential's field chose: the operator's egress policy lets requests
+    go there without the admin's allow-list."""
 
     @property
     def token_host(self) -> str:
@@ -89,16 +93,28 @@ def config_from_fields(
     if not client_id:
         raise ConfigurationError(f"{where}: field {CLIENT_ID!r} is empty: set it to the client id the provider gave")
     secret = fields.get(CLIENT_SECRET) or ""
+    token_url = _url(fields, TOKEN_URL, where, allow_http)
     return ProviderConfig(
         grant=grant,
         client_authentication=cred_type.oauth2.client_authentication,
-        token_url=_url(fields, TOKEN_URL, where, allow_http),
+        token_url=token_url,
         client_id=client_id,
         client_secret=redaction.Redacted(secret) if secret else None,
         scope=(fields.get(SCOPE) or "").strip(),
         authorization_url=_url(fields, AUTHORIZATION_URL, where, allow_http) if grant == "authorization_code" else "",
         additional_parameters=fields.get(ADDITIONAL_PARAMETERS) or "",
+        token_host_declared=_declared_host(cred_type, token_url),
     )
+
+
+def _declared_host(cred_type: registry.CredentialTypeSpec, token_url: str) -> bool:
+    """Whether `token_url` goes to the host the type's own `accessTokenUrl` default names."""
+    declared = cred_type.field(TOKEN_URL)
+    default = declared.default if declared is not None else None
+    if not default:
+        return False
+    declared_host = urllib.parse.urlsplit(str(default)).hostname
+    return bool(declared_host) and declared_host == urllib.parse.urlsplit(token_url).hostname
 
 
 def authorization_url(
@@ -131,6 +147,8 @@ class TokenRequest:
     """(client id, client secret) for an HTTP Basic header (client_secret_basic), else None."""
     refresh_token: redaction.Redacted | None = None
     """The refresh token the request uses, kept when the answer brings no new one."""
+    host_declared: bool = False
+    """The URL's host is the one the Credential's type declares (`ProviderConfig.token_host_declared`)."""
 
     def encoded_form(self) -> bytes:
         """The form body, `application/x-www-form-urlencoded` (reveals the values: for the transport only)."""
@@ -162,7 +180,7 @@ def _request(
         wrapped["client_id"] = redaction.Redacted(config.client_id)
         if config.client_secret is not None:
             wrapped["client_secret"] = config.client_secret
-    return TokenRequest(config.token_url, wrapped, basic, refresh_token)
+    return TokenRequest(config.token_url, wrapped, basic, refresh_token, config.token_host_declared)
 
 
 def code_exchange_request(

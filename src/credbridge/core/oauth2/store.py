@@ -28,6 +28,10 @@ import dataclasses
 from credbridge.core import redaction, registry, views
 from credbridge.core.oauth2 import tokens
 
+TOKENS_ANNOTATION = "credbridge.io/oauth2-credential"
+"""On a token Secret that `credbridge oauth2 authorize` or the operator created or updated: the Credential
+whose tokens it holds."""
+
 
 class TokenStoreError(ValueError):
     """The Credential does not say where its tokens go; the message names the fields and the fix."""
