@@ -173,3 +173,79 @@ def test_two_replicas_refresh_each_expiry_once(
             replica.stop()
         custom.delete_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
         oauth2_testing.delete_oauth2_type(kube_api, cred_type)
+
+
+def test_a_paused_replica_runs_no_work_on_its_stale_cache(
+    kube_api: client.ApiClient,
+    namespace: str,
+    operator_kubeconfig: pathlib.Path,
+    tmp_path: pathlib.Path,
+    operator_namespace: str,
+) -> None:
+    """The first replica works, then one of a higher priority starts and kopf pauses the first: its
+    periodic re-verification (every 2 s here) must not reconcile anything any more, while the new one does."""
+    peering = unique_name("ha-pause")
+    custom = client.CustomObjectsApi(kube_api)
+    custom.create_cluster_custom_object(
+        "kopf.dev",
+        "v1",
+        "clusterkopfpeerings",
+        {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "ClusterKopfPeering",
+            "metadata": {"name": peering, "labels": objects.TEST_LABEL},
+        },
+    )
+    common = [
+        "--operator-namespace",
+        operator_namespace,
+        "--webhook-port",
+        "0",
+        "--peering",
+        peering,
+        "--peering-lifetime",
+        "10",
+        "--resync-interval",
+        "2",
+    ]
+    env = {"CRED_HA": "ha-value"}
+    first = operator.start(
+        operator_kubeconfig, tmp_path / "first.log", args=[*common, "--peering-priority", "50"], env=env
+    )
+    second: operator.OperatorProcess | None = None
+
+    def reconciles(process: operator.OperatorProcess) -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in process.metrics().splitlines()
+            if line.startswith('credbridge_reconciles_total{kind="credential"')
+        )
+
+    try:
+        objects.create_credential(
+            kube_api, namespace, objects.credential_body("c", "openAIApi", {"openAIApiKey": "<<CRED_HA>>"})
+        )
+        objects.wait_for_reason(kube_api, namespace, "c", "Encrypted", timeout=60)
+        second = operator.start(
+            operator_kubeconfig, tmp_path / "second.log", args=[*common, "--peering-priority", "100"], env=env
+        )
+        wait_for(lambda: "pauses its work queues" in first.logs(), timeout=60, message="the first replica to pause")
+        paused_at = reconciles(first)
+        # The working replica re-verifies every 2 s; give the paused one as long to (wrongly) do the same.
+        wait_for(lambda: reconciles(second) >= 3, timeout=60, message="the second replica's re-verifications")
+        assert reconciles(first) == paused_at, "a paused replica reconciled on its stale cache"
+        objects.patch_credential(kube_api, namespace, "c", {"spec": {"displayName": "changed while paused"}})
+        wait_for(
+            lambda: (
+                (objects.get_credential(kube_api, namespace, "c") or {}).get("status", {}).get("displayName")
+                == "changed while paused"
+            ),
+            timeout=60,
+            message="the working replica to reconcile the change",
+        )
+        assert reconciles(first) == paused_at
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        custom.delete_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)

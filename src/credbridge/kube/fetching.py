@@ -128,6 +128,29 @@ def iter_managed_secrets(api: client.ApiClient, namespace: str | None = None) ->
     )
 
 
+def read_peering(api: client.ApiClient, name: str, namespace: str | None) -> Json | None:
+    """kopf's peering object: the ClusterKopfPeering `name` (namespace None), or the KopfPeering in `namespace`."""
+    objects = client.CustomObjectsApi(api)
+    if namespace is None:
+        return _or_none_if_missing(
+            f"read ClusterKopfPeering {name}",
+            objects.get_cluster_custom_object,
+            "kopf.dev",
+            "v1",
+            "clusterkopfpeerings",
+            name,
+        )
+    return _or_none_if_missing(
+        f"read KopfPeering {namespace}/{name}",
+        objects.get_namespaced_custom_object,
+        "kopf.dev",
+        "v1",
+        namespace,
+        "kopfpeerings",
+        name,
+    )
+
+
 def iter_namespaces(api: client.ApiClient) -> Iterator[list[Json]]:
     """Every Namespace, a page at a time."""
     return _pages("list Namespaces", client.CoreV1Api(api).list_namespace)

@@ -89,7 +89,10 @@ class BindingController(consumer.ObjectConsumer[BindingView]):
         self._rollout_at: dict[Key, float] = {}
         """Bindings with a rollout due -> when the debounce lets it happen (monotonic seconds)."""
         self.usage_queue: workqueue.WorkQueue[Key] = workqueue.WorkQueue(
-            reconciling.instrumented("binding-usage", self._update_usage), workers=1, name="binding-usage"
+            reconciling.instrumented("binding-usage", self._update_usage),
+            workers=1,
+            name="binding-usage",
+            gate=context.active,
         )
 
     def start(self) -> None:

@@ -61,6 +61,8 @@ class Context:
     keyring_now: Callable[[], keyring.Keyring | None]
     types_now: Callable[[], registry.Registry]
     release_policy: release.Policy
+    active: Callable[[], bool] = lambda: True
+    """Whether this replica works now (`activity.Activity`): every queue's gate."""
 
 
 class Consumer(abc.ABC):
@@ -74,7 +76,7 @@ class Consumer(abc.ABC):
     ) -> None:
         self.context = context
         self.queue: workqueue.WorkQueue[Key] = workqueue.WorkQueue(
-            reconciling.instrumented(self.name, self.reconcile), workers=workers, name=self.name
+            reconciling.instrumented(self.name, self.reconcile), workers=workers, name=self.name, gate=context.active
         )
         self._resync_seconds = resync_seconds
         self._resync_per_second = resync_per_second

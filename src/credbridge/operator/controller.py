@@ -23,7 +23,17 @@ from typing import Any
 
 from credbridge.core import keyring, names, registry, release, views
 from credbridge.kube import builtins, connecting, fetching, watching
-from credbridge.operator import applying, consumer, credentials, metrics, reading, reconciling, shares, workqueue
+from credbridge.operator import (
+    activity,
+    applying,
+    consumer,
+    credentials,
+    metrics,
+    reading,
+    reconciling,
+    shares,
+    workqueue,
+)
 from credbridge.operator import cache as cache_module
 from credbridge.operator import settings as settings_module
 
@@ -55,13 +65,16 @@ class Controller:
             api, self.cache, write_failures_before_report=settings.write_failures_before_report
         )
         self.release_policy = release.Policy(env=self.env_policy, plain_secrets=settings.bindings.secrets == "allow")
+        self.activity = activity.Activity(api, settings)
+        """Whether this replica works (kopf peering): every work queue's gate."""
         self.queue: workqueue.WorkQueue[Key] = workqueue.WorkQueue(
             reconciling.instrumented(self._credential_label, self._reconcile_credential),
             workers=settings.workers,
             name="credential",
+            gate=self.activity.active,
         )
         self.share_queue: workqueue.WorkQueue[Key] = workqueue.WorkQueue(
-            reconciling.instrumented("share", self._reconcile_share), workers=1, name="share"
+            reconciling.instrumented("share", self._reconcile_share), workers=1, name="share", gate=self.activity.active
         )
         self.credentials = credentials.CredentialReconciler(
             self.cache,
@@ -115,6 +128,7 @@ class Controller:
 
     def start(self) -> None:
         """Starts the reconcile workers, the Secret metadata watch and the periodic verification."""
+        self.activity.start()
         self.queue.start()
         self.share_queue.start()
         for namespace in self.settings.watch.namespaces or (None,):
@@ -132,6 +146,7 @@ class Controller:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.activity.stop()
         for secret_watch in self._secret_watches:
             secret_watch.stop()
         for each in self.consumers:
@@ -150,6 +165,7 @@ class Controller:
             keyring_now=self.current_keyring,
             types_now=self.types,
             release_policy=self.release_policy,
+            active=self.activity.active,
         )
 
     def add_consumer(self, added: consumer.Consumer) -> None:

@@ -22,6 +22,9 @@ A run ends with the handler's `Result` (see `reconciling`): `retry` → back aft
 `requeue_after` → back after that delay; otherwise the key leaves until the next `add`. An
 exception counts as a retry.
 
+A queue given a `gate` hands out no key while the gate is closed (a replica kopf paused, see
+`activity`); keys keep collecting, deduplicated, and run once it opens.
+
 `stop` drains: no key is handed out after it, the runs in progress finish (up to `drain_timeout`
 seconds), and keys still waiting are dropped — a restarted operator queues every object again.
 """
@@ -44,6 +47,9 @@ Key = TypeVar("Key", bound=Hashable)
 
 Handler = Callable[[Key], "reconciling.Result | None"]
 
+GATE_POLL_SECONDS = 1.0
+"""How often a worker looks at a closed gate again."""
+
 
 class WorkQueue(Generic[Key]):
     """Runs `handler(key)` for added keys on `workers` threads, following the Result each run returns."""
@@ -56,8 +62,10 @@ class WorkQueue(Generic[Key]):
         name: str = "reconcile",
         max_backoff: float = 60.0,
         base_backoff: float = 0.5,
+        gate: Callable[[], bool] | None = None,
     ) -> None:
         self._handler = handler
+        self._gate = gate
         self.name = name
         self._max_backoff = max_backoff
         self._base_backoff = base_backoff
@@ -140,6 +148,9 @@ class WorkQueue(Generic[Key]):
                 while self._delayed and self._delayed[0][0] <= now:
                     _, _, key = heapq.heappop(self._delayed)
                     self._enqueue(key)
+                if self._ready and self._gate is not None and not self._gate():
+                    self._lock.wait(GATE_POLL_SECONDS)
+                    continue
                 if self._ready:
                     key = self._ready.popleft()
                     self._queued.discard(key)
