@@ -337,7 +337,7 @@ def test_a_database_host_off_the_allow_list_is_blocked(mariadb_server: databases
     )
     assert isinstance(request, verification.DatabaseProbe)
     result = probing.probe(request, egress.EgressPolicy(), limits=FAST)
-    assert result.outcome is Outcome.BLOCKED and "--verify-allow-host" in result.message
+    assert result.outcome is Outcome.BLOCKED and "--verification-allow-host" in result.message
     loopback_only_by_name = egress.EgressPolicy(allow_hosts=("127.0.0.1",))
     refused = probing.probe(request, loopback_only_by_name, limits=FAST)
     assert refused.outcome is Outcome.BLOCKED and "loopback" in refused.message
