@@ -18,6 +18,7 @@ GROUPS = {
     "injection": ("Pod injection", "the mutating webhook that injects `credbridge fetch` into annotated Pods"),
     "bindings": ("CredentialBindings", "plain Secret output and rollouts"),
     "flowise": ("Flowise", "syncing FlowiseTargets into Flowise servers"),
+    "verification": ("verification", "checking Credentials against their services, and expiry"),
 }
 """Settings shown under a heading of their own in --help (the others are listed first)."""
 
@@ -79,3 +80,12 @@ def settings_check(settings: settings_module.OperatorSettings) -> None:
     if endpoint.reads_per_second <= 0 or endpoint.burst < 1 or endpoint.token_review_ttl < 0:
         raise ValueError("--read-rate must be > 0, --read-burst >= 1 and --token-review-ttl >= 0")
     settings_module.env_policy(settings.env.allow, settings.env.namespace_rules)
+    verification = settings.verification
+    if verification.per_second <= 0 or verification.workers < 1 or verification.interval < 0:
+        raise ValueError(
+            "--verification-rate must be > 0, --verification-workers >= 1 and --verification-interval >= 0"
+        )
+    if not 0 <= verification.jitter <= 1 or verification.debounce < 0:
+        raise ValueError("--verification-jitter must be between 0 and 1 and --verification-debounce >= 0")
+    verification.egress_policy()
+    verification.static_hosts()

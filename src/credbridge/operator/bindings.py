@@ -21,7 +21,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from credbridge.core import admission, binding, names, planning, release, views
+from credbridge.core import admission, binding, conditions, names, planning, release, views
 from credbridge.kube import connecting, errors, fetching, writing
 from credbridge.operator import cache as cache_module
 from credbridge.operator import consumer, metrics, reading, reconciling, workqueue
@@ -39,11 +39,15 @@ USAGE_DELAY = 1.0
 
 
 def _fingerprint(view: views.CredentialView | None) -> tuple[Any, ...] | None:
-    """What of a Credential a binding's plan depends on; other changes (usage) queue no binding."""
+    """What of a Credential a binding's plan depends on; other changes (usage) queue no binding. The Verified
+    outcome is part of it: with --verification-block-consumers the release rule reads it."""
     if view is None:
         return None
     ready = view.ready_condition or {}
+    verified = conditions.find(view.status, release.VERIFIED_CONDITION) or {}
     return (
+        verified.get("status"),
+        verified.get("reason"),
         view.uid,
         view.generation,
         view.status.get("observedGeneration"),

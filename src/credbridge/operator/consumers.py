@@ -23,7 +23,7 @@ import kopf
 
 from credbridge.core import names
 from credbridge.core.flowise import target as flowise_target
-from credbridge.operator import bindings, consumer, flowise
+from credbridge.operator import bindings, consumer, flowise, verification
 from credbridge.operator import settings as settings_module
 
 
@@ -77,6 +77,12 @@ REGISTRY: tuple[Registration, ...] = (
         plural=flowise_target.PLURAL,
         build=lambda context: flowise.FlowiseSync(context, context.settings.flowise),
         enabled=lambda settings: settings.flowise.enabled,
+    ),
+    Registration(
+        name="verification",
+        plural=None,
+        build=lambda context: verification.VerificationConsumer(context, context.settings.verification),
+        enabled=lambda settings: settings.verification.enabled,
     ),
 )
 

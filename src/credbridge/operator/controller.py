@@ -54,7 +54,11 @@ class Controller:
         self.applier = applying.Applier(
             api, self.cache, write_failures_before_report=settings.write_failures_before_report
         )
-        self.release_policy = release.Policy(env=self.env_policy, plain_secrets=settings.bindings.secrets == "allow")
+        self.release_policy = release.Policy(
+            env=self.env_policy,
+            plain_secrets=settings.bindings.secrets == "allow",
+            block_unverified=settings.verification.enabled and settings.verification.block_consumers,
+        )
         self.queue: workqueue.WorkQueue[Key] = workqueue.WorkQueue(
             reconciling.instrumented(self._credential_label, self._reconcile_credential),
             workers=settings.workers,
