@@ -14,13 +14,17 @@ import typing
 
 import pytest
 
-from credbridge.core import conditions, names, planning, registry, verification, views
+from credbridge.core import conditions, keyring, names, planning, registry, verification, views
 from credbridge.operator import controller, metrics
 from credbridge.operator import settings as settings_module
 from credbridge.operator import verification as verification_module
 from credbridge.testing import offline
 
 RING = offline.RING
+TICKS = [0.0]
+"""The consumer's monotonic clock (seconds); a test moves it to let the global rate pass."""
+ROTATED = keyring.add_key(RING, lambda count: b"\x03" * count)
+"""RING after `credbridge keys rotate`: a new active key."""
 NOW = datetime.datetime(2026, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
 Outcome = verification.Outcome
 CANARY = "sk-proj-canary-consumer-" + "q" * 24
@@ -50,8 +54,9 @@ def verifier(
     control: controller.Controller, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> verification_module.VerificationConsumer:
     settings = settings_module.VerificationSettings(debounce=0.0, per_second=1.0)
+    TICKS[0] = 0.0
     made = verification_module.VerificationConsumer(
-        control.context(), settings, clock=lambda: NOW, monotonic=lambda: 0.0, prober=recorder.probe
+        control.context(), settings, clock=lambda: NOW, monotonic=lambda: TICKS[0], prober=recorder.probe
     )
     control.add_consumer(made)
 
@@ -85,6 +90,8 @@ def ready_credential(
     data: dict[str, str],
     type_name: str = "openAIApi",
     annotations: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    rotate: bool = False,
 ) -> views.CredentialView:
     """A Credential as its reconciler leaves it: its managed Secret sealed, its status Ready, both cached."""
     body = {
@@ -101,9 +108,11 @@ def ready_credential(
     view = views.CredentialView.from_object(body)
     plan = planning.plan_credential(
         view,
-        planning.Inputs(now="2026-03-01T11:00:00Z", random_bytes=secrets.token_bytes, keyring=RING),
+        planning.Inputs(
+            now="2026-03-01T11:00:00Z", random_bytes=secrets.token_bytes, keyring=ROTATED if rotate else RING
+        ),
         cred_type=registry.Registry.builtin().get(type_name),
-        env_lookup=lambda name: None,
+        env_lookup=(env or {}).get,
         env_policy=settings_module.env_policy(("CRED_*",), ()),
         referenced_secrets={},
     )
@@ -147,12 +156,48 @@ def test_a_ready_credential_is_checked_once_and_a_second_pass_sends_and_writes_n
     assert CANARY not in repr(recorder.patches) and CANARY not in repr(recorder.events)
 
 
+def test_a_secret_rewritten_with_the_same_content_is_not_checked_again_but_new_content_is(
+    control: controller.Controller, verifier: verification_module.VerificationConsumer, recorder: Recorder
+) -> None:
+    view = ready_credential(control, "openai", {"openAIApiKey": CANARY})
+    verifier.reconcile(view.key)
+    checked = control.cache.credential(view.key)
+    assert checked is not None and len(recorder.checks) == 1
+    patches = len(recorder.patches)
+
+    def rewritten(value: str) -> views.CredentialView:
+        """The Credential after its reconciler wrote its Secret again (a key rotation, or new content), in the
+        second of the check (times have a resolution of one second)."""
+        made = ready_credential(control, "openai", {"openAIApiKey": value}, rotate=True)
+        status = {**checked.status, "updatedDate": checked.status["lastVerifiedTime"], "keyId": made.status["keyId"]}
+        stored = views.CredentialView.from_object(
+            {
+                "metadata": {"namespace": "team-a", "name": "openai", "uid": made.uid, "generation": 1},
+                "spec": dict(made.spec),
+                "status": status,
+            }
+        )
+        control.cache.put_credential(stored)
+        return stored
+
+    control.keyring_changed(ROTATED)
+    same = rewritten(CANARY)
+    assert verifier.reconcile(same.key).outcome == "unchanged"
+    assert len(recorder.checks) == 1 and len(recorder.patches) == patches
+
+    changed = rewritten("sk-proj-another-key-" + "z" * 24)
+    TICKS[0] += 10.0  # past the global rate's spacing since the first check
+    assert verifier.reconcile(changed.key).outcome == "checked:Valid"
+    assert len(recorder.checks) == 2
+
+
 def test_values_the_release_rule_keeps_in_are_never_opened_or_sent(
     control: controller.Controller, verifier: verification_module.VerificationConsumer, recorder: Recorder
 ) -> None:
-    made = ready_credential(control, "from-env", {"openAIApiKey": "<<CRED_TEAM_A_KEY>>"})
-    view = control.cache.credential(made.key)
-    assert view is not None and view.ready is False  # the variable is missing here: not Ready, but judged anyway
+    view = ready_credential(
+        control, "from-env", {"openAIApiKey": "<<CRED_TEAM_A_KEY>>"}, env={"CRED_TEAM_A_KEY": CANARY}
+    )
+    assert view.ready  # resolved and sealed; only no namespace rule grants the variable to team-a
     assert verifier.reconcile(view.key).outcome == "checked:NotReleased"
     assert recorder.checks == []
     found = verified(control, view.key)
@@ -217,6 +262,15 @@ def test_a_source_whose_outcome_changes_queues_its_mirrors_and_a_mirror_shows_it
     assert len(recorder.checks) == 1  # the source's only
     found = verified(control, mirror_key)
     assert found is not None and found["reason"] == "Valid" and "team-a/openai" in found["message"]
+
+
+def test_a_credential_that_is_not_ready_is_not_verified(
+    control: controller.Controller, verifier: verification_module.VerificationConsumer, recorder: Recorder
+) -> None:
+    view = ready_credential(control, "missing", {"openAIApiKey": "<<CRED_MISSING>>"})
+    assert not view.ready
+    assert verifier.reconcile(view.key).outcome == "not-ready"
+    assert recorder.checks == [] and recorder.patches == []
 
 
 def test_a_deleted_credential_leaves_the_gauges(

@@ -135,6 +135,22 @@ def test_outcomes_that_sent_nothing_are_not_repeated_periodically_but_judged_aga
     assert check_removed.why == verifying.REJUDGED
 
 
+def test_a_secret_rewritten_with_content_known_to_be_the_same_is_not_due_again() -> None:
+    rewritten = status(Outcome.VALID, checked=-100, updated=-50)  # a key rotation re-encrypted it
+    assert due(rewritten).why == verifying.CHANGED
+    same = verifying.next_check(
+        rewritten,
+        uid="uid-1",
+        requested=None,
+        has_check=True,
+        released=True,
+        now=NOW,
+        schedule=SCHEDULE,
+        content_unchanged=True,
+    )
+    assert same.why == verifying.PERIODIC and not same.now(NOW)
+
+
 def test_an_interval_of_zero_turns_periodic_checks_off() -> None:
     off = verifying.Schedule(interval=0, jitter=0.1, debounce=10)
     assert due(status(Outcome.VALID, checked=-10), schedule=off, now=NOW + datetime.timedelta(days=365)).why is None

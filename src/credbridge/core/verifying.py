@@ -28,6 +28,8 @@ import collections.abc
 import dataclasses
 import datetime
 import hashlib
+import hmac
+import json
 import typing
 
 from credbridge.core import conditions, expiry, lint, planning, verification
@@ -97,11 +99,16 @@ def next_check(
     released: bool,
     now: datetime.datetime,
     schedule: Schedule,
+    content_unchanged: bool = False,
 ) -> Due:
     """Whether a Credential with `status` needs a check now, and if not, when.
 
     `requested`: a pending verify request (verification.verify_requested); `has_check`: its type
-    declares one; `released`: the release rule lets its values go to a check.
+    declares one; `released`: the release rule lets its values go to a check; `content_unchanged`:
+    the plaintext is known to be what the last check saw although its Secret was written since (a
+    key rotation re-encrypts every Secret and moves `updatedDate`, and is not a reason to ask every
+    vendor again). Outcomes that never read the content (`NotReleased`, `NotVerifiable` of a type
+    without a check) count as unchanged.
     """
     if requested is not None:
         return Due(REQUESTED, now)
@@ -111,7 +118,10 @@ def next_check(
     debounce = datetime.timedelta(seconds=max(0.0, schedule.debounce))
     if outcome is None or last is None:
         return Due(NEW, updated + debounce if updated is not None else now)
-    if updated is not None and updated >= last:
+    content_unchanged = (
+        content_unchanged or outcome is Outcome.NOT_RELEASED or (outcome is Outcome.NOT_VERIFIABLE and not has_check)
+    )
+    if updated is not None and updated >= last and not content_unchanged:
         # Same second counts as changed: times have a resolution of one second.
         return Due(CHANGED, updated + debounce)
     if (outcome is Outcome.NOT_RELEASED) == released:
@@ -214,3 +224,10 @@ def lint_event(warnings: collections.abc.Sequence[lint.LintWarning], where: str)
         return None
     findings = "; ".join(warning.message for warning in warnings)
     return planning.Event("Warning", LINT_REASON, f"{where}: {findings}")
+
+
+def content_digest(key: bytes, fields: collections.abc.Mapping[str, str]) -> bytes:
+    """A keyed digest of a Credential's plaintext, to tell later whether it changed (`key`: the process's own,
+    random, never stored: the digest is kept in memory only and is useless without it)."""
+    canonical = json.dumps(dict(fields), sort_keys=True, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    return hmac.new(key, canonical, hashlib.sha256).digest()

@@ -31,14 +31,28 @@ A mirror is verified once, at its source: it shows its source's outcome and expi
 from __future__ import annotations
 
 import datetime
+import hmac
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from credbridge import probing
-from credbridge.core import egress, expiry, lint, planning, ratelimit, release, verification, verifying, views
+from credbridge.core import (
+    egress,
+    expiry,
+    lint,
+    names,
+    planning,
+    ratelimit,
+    redaction,
+    release,
+    verification,
+    verifying,
+    views,
+)
 from credbridge.kube import errors
 from credbridge.operator import consumer, metrics, reading
 from credbridge.operator import settings as settings_module
@@ -110,6 +124,9 @@ class VerificationConsumer(consumer.CredentialConsumer):
         self._prober = prober
         self._lock = threading.Lock()
         self._pacer = ratelimit.Pacer(settings.per_second)
+        self._digest_key = secrets.token_bytes(32)
+        self._seen: dict[Key, tuple[str | None, bytes]] = {}
+        """Per Credential: its managed Secret's marker and a keyed digest of the content its last check saw."""
 
     def start(self) -> None:
         super().start()
@@ -134,6 +151,7 @@ class VerificationConsumer(consumer.CredentialConsumer):
     def forget(self, key: Key) -> None:
         with self._lock:
             self._pacer.forget(key)
+            self._seen.pop(key, None)
         metrics.VERIFICATION.forget_credential(key)
 
     # ---- one pass ------------------------------------------------------------------------------
@@ -146,19 +164,26 @@ class VerificationConsumer(consumer.CredentialConsumer):
         spec = self.context.types_now().get(view.type_name)
         if spec is None:
             return Result.done("unknown-type")  # Ready=False says so; nothing to check against
+        if not view.ready:
+            # Nothing to verify until it is Ready: the Verified condition (if any) keeps describing the content its
+            # Secret still holds, and the expiry stays current.
+            written = self._write(view, None, None, [])
+            return written if isinstance(written, Result) else Result.done("not-ready")
         now = self._clock()
         output = release.external(release.VERIFICATION_PROBE, view.namespace)
         denial = self.context.reader.denial(view, output, self.context.release_policy)
         requested = verification.verify_requested(view.annotations, view.status)
-        due = verifying.next_check(
-            view.status,
-            uid=view.uid,
-            requested=requested,
-            has_check=spec.verify is not None,
-            released=denial is None,
-            now=now,
-            schedule=self.schedule,
-        )
+        due = self._due(view, requested=requested, has_check=spec.verify is not None, released=denial is None, now=now)
+        content: redaction.SecretFields | None = None
+        marker = self._marker(view)  # read before the content: a later change shows as a new marker
+        if due.now(now) and due.why == verifying.CHANGED and denial is None and view.key in self._seen:
+            # Its Secret was written since the last check: new content, or the same re-encrypted (a key rotation).
+            opened = self._open(view)
+            if not isinstance(opened, redaction.SecretFields):
+                return opened
+            content = opened
+            if self._remember_if_same(view.key, marker, content):
+                due = self._due(view, requested=requested, has_check=spec.verify is not None, released=True, now=now)
         if not due.now(now):
             return self._apply(view, None, requested, due, events=[])
         if denial is not None:
@@ -167,26 +192,20 @@ class VerificationConsumer(consumer.CredentialConsumer):
             result = verification.build_probe(spec, {})
             assert isinstance(result, verification.ProbeResult)
             return self._apply(view, result, requested, due)
-        settled = self.context.reader.settled(view.key)
-        if settled is None:
-            return Result.done("gone")
-        if settled is reading.UNSETTLED:
-            return Result.done("waiting")
-        assert isinstance(settled, reading.Settled)
-        if settled.view.resource_version != view.resource_version:
-            return Result.after("changed", 0.0)  # plan again from the newer version
-        if isinstance(settled.content, planning.Failure):
-            # Not Ready: the Verified condition keeps describing the content its Secret still holds.
-            written = self._write(view, None, None, [])
-            return written if isinstance(written, Result) else Result.done("not-ready")
-        content = settled.content
+        if content is None:
+            opened = self._open(view)
+            if not isinstance(opened, redaction.SecretFields):
+                return opened
+            content = opened
         lint_event = None
         if due.why in (verifying.NEW, verifying.CHANGED):
             where = f"Credential {view.namespace}/{view.name}"
             lint_event = verifying.lint_event(lint.lint_values(spec, content), where)
+        events = [lint_event] if lint_event else []
         request = verification.build_probe(spec, content)
         if isinstance(request, verification.ProbeResult):
-            return self._apply(view, request, requested, due, events=[lint_event] if lint_event else [])
+            self._remember(view.key, marker, content)
+            return self._apply(view, request, requested, due, events=events)
         refusal = egress.check_destination(
             scheme=request.scheme,
             host=request.host,
@@ -203,7 +222,69 @@ class VerificationConsumer(consumer.CredentialConsumer):
             result = self._prober(request, self.policy, limits=self.limits, net=self.network, tls=self.tls)
             metrics.VERIFICATION_CHECKS.labels(result.outcome.value).inc()
             logger.info("Credential %s/%s checked (%s): %s", view.namespace, view.name, due.why, result.outcome.value)
-        return self._apply(view, result, requested, due, events=[lint_event] if lint_event else [])
+        self._remember(view.key, marker, content)
+        return self._apply(view, result, requested, due, events=events)
+
+    def _due(
+        self,
+        view: views.CredentialView,
+        *,
+        requested: str | None,
+        has_check: bool,
+        released: bool,
+        now: datetime.datetime,
+    ) -> verifying.Due:
+        marker = self._marker(view)
+        with self._lock:
+            seen = self._seen.get(view.key)
+        return verifying.next_check(
+            view.status,
+            uid=view.uid,
+            requested=requested,
+            has_check=has_check,
+            released=released,
+            now=now,
+            schedule=self.schedule,
+            content_unchanged=seen is not None and marker is not None and seen[0] == marker,
+        )
+
+    def _marker(self, view: views.CredentialView) -> str | None:
+        """What tells one write of the managed Secret from another: its content HMAC (it changes with the content
+        and with the key; a Secret rewritten with both the same, as drift is repaired, keeps it)."""
+        secret = self.context.cache.secret((view.namespace, view.secret_name))
+        return None if secret is None else secret.annotations.get(names.CONTENT_HMAC_ANNOTATION)
+
+    def _open(self, view: views.CredentialView) -> redaction.SecretFields | Result:
+        """The settled plaintext of `view` (the one reader), or the Result that ends this pass."""
+        settled = self.context.reader.settled(view.key)
+        if settled is None:
+            return Result.done("gone")
+        if settled is reading.UNSETTLED:
+            return Result.done("waiting")
+        assert isinstance(settled, reading.Settled)
+        if settled.view.resource_version != view.resource_version:
+            return Result.after("changed", 0.0)  # plan again from the newer version
+        if isinstance(settled.content, planning.Failure):
+            # Its Secret does not open right now: the Verified condition keeps describing the content it held.
+            written = self._write(view, None, None, [])
+            return written if isinstance(written, Result) else Result.done("not-ready")
+        return settled.content
+
+    def _remember(self, key: Key, marker: str | None, content: redaction.SecretFields) -> None:
+        """Keeps (in memory only) a keyed digest of the content a check saw, and the Secret's marker then."""
+        digest = verifying.content_digest(self._digest_key, content)
+        with self._lock:
+            self._seen[key] = (marker, digest)
+
+    def _remember_if_same(self, key: Key, marker: str | None, content: redaction.SecretFields) -> bool:
+        """True (and the new marker remembered) when `content` is what the last check saw."""
+        digest = verifying.content_digest(self._digest_key, content)
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is None or not hmac.compare_digest(seen[1], digest):
+                return False
+            self._seen[key] = (marker, digest)
+        return True
 
     def _take_turn(self, key: Key, *, urgent: bool) -> float:
         """0.0 when this check may start now under the global rate; else seconds until its slot."""
@@ -303,14 +384,12 @@ class VerificationConsumer(consumer.CredentialConsumer):
         """When the next check of `view` (as stored after a pass) is due."""
         spec = self.context.types_now().get(view.type_name)
         output = release.external(release.VERIFICATION_PROBE, view.namespace)
-        return verifying.next_check(
-            view.status,
-            uid=view.uid,
+        return self._due(
+            view,
             requested=None,
             has_check=spec is not None and spec.verify is not None,
             released=self.context.reader.denial(view, output, self.context.release_policy) is None,
             now=now,
-            schedule=self.schedule,
         )
 
     def _record(self, view: views.CredentialView) -> None:
