@@ -65,9 +65,18 @@ def due(
     released: bool = True,
     now: datetime.datetime = NOW,
     schedule: verifying.Schedule = SCHEDULE,
+    uid: str = "uid-1",
+    content_unchanged: bool = False,
 ) -> verifying.Due:
     return verifying.next_check(
-        found, uid="uid-1", requested=requested, has_check=has_check, released=released, now=now, schedule=schedule
+        found,
+        uid=uid,
+        requested=requested,
+        has_check=has_check,
+        released=released,
+        now=now,
+        schedule=schedule,
+        content_unchanged=content_unchanged,
     )
 
 
@@ -102,15 +111,7 @@ def test_a_checked_credential_is_next_due_after_the_interval_moved_by_its_own_st
     # The same status gives the same time (a restart keeps the schedule) ...
     assert due(status(Outcome.VALID, checked=-60)).at == checked.at
     # ... and two Credentials checked together come due apart.
-    other = verifying.next_check(
-        status(Outcome.VALID, checked=-60),
-        uid="uid-2",
-        requested=None,
-        has_check=True,
-        released=True,
-        now=NOW,
-        schedule=SCHEDULE,
-    )
+    other = due(status(Outcome.VALID, checked=-60), uid="uid-2")
     assert other.at != checked.at
     assert due(status(Outcome.VALID, checked=-60), now=checked.at).now(checked.at)
 
@@ -138,16 +139,7 @@ def test_outcomes_that_sent_nothing_are_not_repeated_periodically_but_judged_aga
 def test_a_secret_rewritten_with_content_known_to_be_the_same_is_not_due_again() -> None:
     rewritten = status(Outcome.VALID, checked=-100, updated=-50)  # a key rotation re-encrypted it
     assert due(rewritten).why == verifying.CHANGED
-    same = verifying.next_check(
-        rewritten,
-        uid="uid-1",
-        requested=None,
-        has_check=True,
-        released=True,
-        now=NOW,
-        schedule=SCHEDULE,
-        content_unchanged=True,
-    )
+    same = due(rewritten, content_unchanged=True)
     assert same.why == verifying.PERIODIC and not same.now(NOW)
 
 
