@@ -19,7 +19,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks import BenchmarkError, Options, Record, Result, bindings, cluster, crypto, flowise, progress, reads
+from benchmarks import (
+    BenchmarkError,
+    Options,
+    Record,
+    Result,
+    bindings,
+    cluster,
+    crypto,
+    flowise,
+    progress,
+    reads,
+    verification,
+)
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -40,6 +52,7 @@ GROUPS = (
     Group(bindings.NAMES, bindings.run),
     Group(reads.NAMES, reads.run),
     Group(flowise.NAMES, flowise.run),
+    Group(verification.NAMES, verification.run),
 )
 ALL_NAMES = tuple(name for group in GROUPS for name in group.names)
 
