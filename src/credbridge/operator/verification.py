@@ -17,8 +17,10 @@ written with its resourceVersion). Each pass is gather → core plan → apply:
   one lookup, a pinned connection, bounded reads. Probes block; they run on this consumer's own
   worker threads, never on kopf's event loop. A global `Pacer` shared by those workers starts at
   most `--verification-rate` checks per second however many Credentials are due: a key that
-  must wait is given a slot and comes back then, so no worker sleeps on the rate. A check a user
-  asked for does not wait its turn.
+  must wait is given a slot and comes back then, so no worker sleeps on the rate, and it takes
+  its turn before its Secret is opened. A check a user asked for does not wait its turn.
+- what it saw: a keyed digest of the content of each check, in memory only, so a Secret
+  rewritten with the same content (a key rotation re-encrypts every one) is not checked again.
 - the result: `core.verification.plan_verification` and `core.expiry.plan_expiry`, merged with
   `core.verifying.status_patch`; Events when an outcome or an expiry state changes; lint findings
   about the resolved values (`core.lint`) as one Warning Event when the content is new; the
@@ -192,6 +194,11 @@ class VerificationConsumer(consumer.CredentialConsumer):
             result = verification.build_probe(spec, {})
             assert isinstance(result, verification.ProbeResult)
             return self._apply(view, result, requested, due)
+        # Its turn under the global rate comes before its Secret is opened: a thousand Credentials due at once
+        # wait without a thousand decryptions (a check that then sends nothing has used a turn, no more).
+        wait = self._take_turn(view.key, urgent=requested is not None)
+        if wait > 0:
+            return Result.after("paced", wait)
         if content is None:
             opened = self._open(view)
             if not isinstance(opened, redaction.SecretFields):
@@ -216,12 +223,9 @@ class VerificationConsumer(consumer.CredentialConsumer):
         if refusal is not None:
             result = verification.ProbeResult(Outcome.BLOCKED, refusal.message)
         else:
-            wait = self._take_turn(view.key, urgent=requested is not None)
-            if wait > 0:
-                return Result.after("paced", wait)
             result = self._prober(request, self.policy, limits=self.limits, net=self.network, tls=self.tls)
             metrics.VERIFICATION_CHECKS.labels(result.outcome.value).inc()
-            logger.info("Credential %s/%s checked (%s): %s", view.namespace, view.name, due.why, result.outcome.value)
+            logger.debug("Credential %s/%s checked (%s): %s", view.namespace, view.name, due.why, result.outcome.value)
         self._remember(view.key, marker, content)
         return self._apply(view, result, requested, due, events=events)
 
