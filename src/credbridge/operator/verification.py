@@ -166,6 +166,7 @@ class VerificationConsumer(consumer.CredentialConsumer):
         spec = self.context.types_now().get(view.type_name)
         if spec is None:
             return Result.done("unknown-type")  # Ready=False says so; nothing to check against
+        self._record(view)  # the gauges show the status as it is, also while a check waits for its turn
         if not view.ready:
             # Nothing to verify until it is Ready: the Verified condition (if any) keeps describing the content its
             # Secret still holds, and the expiry stays current.
