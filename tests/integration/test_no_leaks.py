@@ -11,7 +11,6 @@ trace in the Verified conditions, Events, metrics or logs."""
 from __future__ import annotations
 
 import base64
-import collections.abc
 import json
 import secrets
 from typing import Any
@@ -42,25 +41,6 @@ SECRET_CANARIES = (ENV_CANARY, REF_CANARY, REF_CANARY_2, FORBIDDEN_CANARY, SETTI
 
 
 @pytest.fixture(scope="module")
-def ca() -> tls.Issued:
-    return tls.make_ca("credbridge-test-vendors")
-
-
-@pytest.fixture(scope="module")
-def standin(ca: tls.Issued) -> collections.abc.Iterator[vendors.VendorStandIn]:
-    server = vendors.VendorStandIn(ca).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> collections.abc.Iterator[databases.RedisServer]:
-    server = databases.RedisServer.start(password=secrets.token_urlsafe(12), user_password=secrets.token_urlsafe(12))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def operator_env() -> dict[str, str]:
     return {
         "CRED_CANARY": ENV_CANARY,
@@ -79,7 +59,7 @@ def endpoint_certificate(tmp_path_factory: pytest.TempPathFactory) -> workloads.
 @pytest.fixture(scope="module")
 def operator_args(
     endpoint_certificate: workloads.EndpointCertificate,
-    ca: tls.Issued,
+    vendor_ca: tls.Issued,
     standin: vendors.VendorStandIn,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> list[str]:
@@ -91,7 +71,7 @@ def operator_args(
         "--verification-resolve=redis.test=127.0.0.1",
         "--verification-allow-host=redis.test",
         "--verification-allow-network=127.0.0.1/32",
-        f"--verification-ca-file={vendors.write_ca(ca, tmp_path_factory.mktemp('leak-ca'))}",
+        f"--verification-ca-file={vendors.write_ca(vendor_ca, tmp_path_factory.mktemp('leak-ca'))}",
         "--verification-debounce=1",
         "--log-format",
         "text",

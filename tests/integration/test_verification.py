@@ -10,10 +10,13 @@ the metrics, bindings and FlowiseTargets, and the audit log.
 
 from __future__ import annotations
 
-import collections.abc
 import datetime
+import os
+import pathlib
 import secrets
 import socket
+import subprocess
+import sys
 import time
 import typing
 
@@ -21,7 +24,6 @@ import pytest
 from kubernetes import client
 
 from credbridge import tls
-from credbridge.cli import main
 from credbridge.core import names, verification
 from credbridge.local import controlplane, databases
 from credbridge.local import flowise as local_flowise
@@ -47,48 +49,15 @@ CLOSED_PORT = _free_port()
 
 
 @pytest.fixture(scope="module")
-def ca() -> tls.Issued:
-    return tls.make_ca("credbridge-test-vendors")
-
-
-@pytest.fixture(scope="module")
-def standin(ca: tls.Issued) -> collections.abc.Iterator[vendors.VendorStandIn]:
-    server = vendors.VendorStandIn(ca).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def postgres_server() -> collections.abc.Iterator[local_flowise.PostgresServer]:
-    server = local_flowise.PostgresServer.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> collections.abc.Iterator[databases.RedisServer]:
-    server = databases.RedisServer.start(password=secrets.token_urlsafe(12), user_password=secrets.token_urlsafe(12))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def mariadb_server() -> collections.abc.Iterator[databases.MariaDBServer]:
-    server = databases.MariaDBServer.start(password=secrets.token_urlsafe(12))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def operator_env() -> dict[str, str]:
     return {"CRED_VERIFY_UNGRANTED": VALID}
 
 
 @pytest.fixture(scope="module")
 def operator_args(
-    ca: tls.Issued, standin: vendors.VendorStandIn, tmp_path_factory: pytest.TempPathFactory
+    vendor_ca: tls.Issued, standin: vendors.VendorStandIn, tmp_path_factory: pytest.TempPathFactory
 ) -> list[str]:
-    ca_file = vendors.write_ca(ca, tmp_path_factory.mktemp("verification"))
+    ca_file = vendors.write_ca(vendor_ca, tmp_path_factory.mktemp("verification"))
     return [
         *vendors.resolve_args(standin),
         f"--verification-resolve=down.test:443=127.0.0.3:{CLOSED_PORT}",
@@ -142,20 +111,13 @@ def custom_type(type_name: str, url: str, **http: typing.Any) -> dict[str, typin
     }
 
 
-@pytest.fixture
-def cli(
-    control_plane: controlplane.ControlPlane, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> collections.abc.Callable[..., tuple[int, str, str]]:
-    """Run `credbridge ...` in-process against the control plane; returns (exit code, stdout, stderr)."""
-    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main.main(list(argv))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
+def credbridge(plane: controlplane.ControlPlane, *argv: str) -> tuple[int, str, str]:
+    """Run the installed `credbridge` command against the control plane; (exit code, stdout, stderr)."""
+    command = pathlib.Path(sys.executable).parent / "credbridge"
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig)}
+    env.pop("POD_NAMESPACE", None)
+    done = subprocess.run([str(command), *argv], env=env, capture_output=True, text=True, timeout=300, check=False)
+    return done.returncode, done.stdout, done.stderr
 
 
 # ---- outcomes -----------------------------------------------------------------------------------
@@ -290,14 +252,14 @@ def test_credbridge_verify_checks_now_and_prints_the_outcome(
     kube_api: client.ApiClient,
     namespace: str,
     standin: vendors.VendorStandIn,
-    cli: collections.abc.Callable[..., tuple[int, str, str]],
+    control_plane: controlplane.ControlPlane,
     credbridge_operator: typing.Any,
 ) -> None:
     create(kube_api, namespace, "openai", "openAIApi", {"openAIApiKey": VALID})
     first = objects.wait_for_verified(kube_api, namespace, "openai", "Valid")
     checks = len(standin.requests)
 
-    code, out, err = cli("verify", "openai", "-n", namespace, "--timeout", "120")
+    code, out, err = credbridge(control_plane, "verify", "openai", "-n", namespace, "--timeout", "120")
     assert code == 0, err
     assert "Verified: True (Valid)" in out and "api.openai.com" in out
     again = objects.get_credential(kube_api, namespace, "openai")
@@ -307,7 +269,7 @@ def test_credbridge_verify_checks_now_and_prints_the_outcome(
 
     objects.patch_credential(kube_api, namespace, "openai", {"spec": {"data": {"openAIApiKey": REVOKED}}})
     objects.wait_for_verified(kube_api, namespace, "openai", "Invalid")
-    code, out, _ = cli("verify", "openai", "-n", namespace, "--timeout", "120")
+    code, out, _ = credbridge(control_plane, "verify", "openai", "-n", namespace, "--timeout", "120")
     assert code == 1 and "Verified: False (Invalid)" in out
 
 

@@ -30,13 +30,8 @@ TIMEOUT = 5
 
 
 @pytest.fixture(scope="module")
-def ca() -> tls.Issued:
-    return tls.make_ca("credbridge-test-vendors")
-
-
-@pytest.fixture(scope="module")
-def standin(ca: tls.Issued) -> collections.abc.Iterator[vendors.VendorStandIn]:
-    server = vendors.VendorStandIn(ca, (*vendors.VENDOR_HOSTS, "attacker.test"), address="127.0.0.2").start()
+def standin(vendor_ca: tls.Issued) -> collections.abc.Iterator[vendors.VendorStandIn]:
+    server = vendors.VendorStandIn(vendor_ca, (*vendors.VENDOR_HOSTS, "attacker.test"), address="127.0.0.2").start()
     yield server
     server.stop()
 
@@ -59,12 +54,12 @@ def loopback() -> collections.abc.Iterator[vendors.Listener]:
 
 @pytest.fixture(scope="module")
 def operator_args(
-    ca: tls.Issued,
+    vendor_ca: tls.Issued,
     standin: vendors.VendorStandIn,
     attacker: vendors.Listener,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> list[str]:
-    ca_file = vendors.write_ca(ca, tmp_path_factory.mktemp("egress"))
+    ca_file = vendors.write_ca(vendor_ca, tmp_path_factory.mktemp("egress"))
     return [
         *vendors.resolve_args(standin, ("vendor.test", "wrong-name.test")),
         f"--verification-resolve=attacker.test:443=127.0.0.3:{attacker.port}",

@@ -11,7 +11,6 @@ that bunch up in transit).
 from __future__ import annotations
 
 import bisect
-import collections.abc
 import concurrent.futures
 import typing
 
@@ -30,22 +29,10 @@ RATE = 5.0
 
 
 @pytest.fixture(scope="module")
-def ca() -> tls.Issued:
-    return tls.make_ca("credbridge-test-vendors")
-
-
-@pytest.fixture(scope="module")
-def standin(ca: tls.Issued) -> collections.abc.Iterator[vendors.VendorStandIn]:
-    server = vendors.VendorStandIn(ca).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def operator_args(
-    ca: tls.Issued, standin: vendors.VendorStandIn, tmp_path_factory: pytest.TempPathFactory
+    vendor_ca: tls.Issued, standin: vendors.VendorStandIn, tmp_path_factory: pytest.TempPathFactory
 ) -> list[str]:
-    ca_file = vendors.write_ca(ca, tmp_path_factory.mktemp("scale"))
+    ca_file = vendors.write_ca(vendor_ca, tmp_path_factory.mktemp("scale"))
     return [
         *vendors.resolve_args(standin, ("api.openai.com",)),
         "--verification-allow-network=127.0.0.1/32",
