@@ -31,6 +31,7 @@ from benchmarks import (
     oauth2,
     progress,
     reads,
+    verification,
 )
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
@@ -54,6 +55,7 @@ GROUPS = (
     Group(reads.NAMES, reads.run),
     Group(flowise.NAMES, flowise.run),
     Group(oauth2.NAMES, oauth2.run),
+    Group(verification.NAMES, verification.run),
 )
 ALL_NAMES = tuple(name for group in GROUPS for name in group.names)
 

@@ -328,6 +328,9 @@ class Scenario:
         self.watch: CredentialWatch | None = None
         self.managed_secret_data: dict[str, str] = {}
         self.ready_status: dict[str, Any] = {}
+        self.operator_flags: tuple[str, ...] = ("--no-verification",)
+        """Flags of this scenario's operator. Verification is off: these rows measure the reconciler (its writes
+        would otherwise include each Credential's Verified condition); benchmarks/verification.py measures it."""
 
     # ---- processes ---------------------------------------------------------------------------
 
@@ -366,6 +369,7 @@ class Scenario:
                 "0",
                 "--reencrypt-rate",
                 str(REENCRYPT_RATE),
+                *self.operator_flags,
                 *self.options.operator_args,
             ],
             env={"CRED_BENCH_KEY": "x" * 40},

@@ -206,6 +206,7 @@ def test_rotation_and_restart_write_nothing_and_drift_is_repaired(
         lambda: (objects.get_credential(kube_api, ns, "openai") or {}).get("status", {}).get("usedByCount") == 1,
         what="usage",
     )
+    objects.wait_for_verified(kube_api, ns, "openai")  # its first check is written before anything is counted
 
     # A key rotation re-encrypts the Credential but changes no plaintext: the binding writes nothing.
     mark = audit.mark()

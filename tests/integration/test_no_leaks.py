@@ -6,7 +6,10 @@ Secrets, the body of a read the caller was allowed to make, and the real Flowise
 (whose FlowiseTarget status and Events stay clean, through pushes and a revert). OAuth2 tokens from a
 real provider stay in their token Secret and the ciphertext, whatever `credbridge oauth2 authorize`
 prints. Sealed values too: a canary sealed with `credbridge seal`, opened, misplaced, corrupted and
-re-sealed after a sealing key rotation never shows in any of these, nor in what the CLI prints."""
+re-sealed after a sealing key rotation never shows in any of these, nor in what the CLI prints. And the
+checks of verification: canaries sent to the vendor stand-in (valid and refused), a Redis login with a
+wrong password, a check refused by the egress policy and lint findings about resolved values leave no
+trace in the Verified conditions, Events, metrics or logs."""
 
 from __future__ import annotations
 
@@ -18,14 +21,15 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from credbridge import tls
 from credbridge.core import names, redaction
 from credbridge.core.flowise import target as flowise_target
 from credbridge.kube import keyrings
-from credbridge.local import controlplane, oauth2provider
+from credbridge.local import controlplane, databases, oauth2provider
 from credbridge.local import flowise as local_flowise
 from credbridge.testing import flowise as flowise_testing
 from credbridge.testing import oauth2 as oauth2_testing
-from credbridge.testing import objects, workloads
+from credbridge.testing import objects, vendors, workloads
 from credbridge.testing import sealing as sealing_testing
 from credbridge.testing.fixtures import Namespaces
 
@@ -38,7 +42,16 @@ FORBIDDEN_CANARY = "canaryFORBIDDEN" + secrets.token_hex(12)
 SETTING_CANARY = "canarySETTING" + secrets.token_hex(12)
 LITERAL_CANARY = "canaryLITERAL" + secrets.token_hex(12)
 SEALED_CANARY = "canarySEALED" + secrets.token_hex(12)
-SECRET_CANARIES = (ENV_CANARY, REF_CANARY, REF_CANARY_2, FORBIDDEN_CANARY, SETTING_CANARY, SEALED_CANARY)
+VERIFY_CANARY = "canaryVERIFY" + secrets.token_hex(12)
+SECRET_CANARIES = (
+    ENV_CANARY,
+    REF_CANARY,
+    REF_CANARY_2,
+    FORBIDDEN_CANARY,
+    SETTING_CANARY,
+    SEALED_CANARY,
+    VERIFY_CANARY,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +72,24 @@ def endpoint_certificate(tmp_path_factory: pytest.TempPathFactory) -> workloads.
 
 @pytest.fixture(scope="module")
 def operator_args(
-    endpoint_certificate: workloads.EndpointCertificate, oauth2_provider_process: oauth2provider.OAuth2Provider
+    endpoint_certificate: workloads.EndpointCertificate,
+    oauth2_provider_process: oauth2provider.OAuth2Provider,
+    vendor_ca: tls.Issued,
+    standin: vendors.VendorStandIn,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> list[str]:
     # CRED_CANARY is granted to the test namespaces, so CredentialBindings may render it and workloads read it;
     # CRED_UNGRANTED is allowed but granted nowhere, so reading it exercises the tenancy refusal. The OAuth2
-    # refresh reaches the test provider.
+    # refresh reaches the test provider. Checks of the vendors' hosts go to the stand-in; redis.test is the
+    # local Redis.
     return [
         *oauth2_testing.refresh_args(oauth2_provider_process),
+        *vendors.resolve_args(standin),
+        "--verification-resolve=redis.test=127.0.0.1",
+        "--verification-allow-host=redis.test",
+        "--verification-allow-network=127.0.0.1/32",
+        f"--verification-ca-file={vendors.write_ca(vendor_ca, tmp_path_factory.mktemp('leak-ca'))}",
+        "--verification-debounce=1",
         "--log-format",
         "text",
         *endpoint_certificate.args,
@@ -159,6 +183,8 @@ def test_no_canary_leaves_ciphertext(
     flowise_server: local_flowise.FlowiseServer,
     credbridge_operator,  # type: ignore[no-untyped-def]
     endpoint_certificate: workloads.EndpointCertificate,
+    standin: vendors.VendorStandIn,
+    redis_server: databases.RedisServer,
 ) -> None:
     owner = namespaces.create("leak-a")
     target = namespaces.create("leak-b", annotations={names.ACCEPT_SHARES_ANNOTATION: owner})
@@ -227,6 +253,63 @@ def test_no_canary_leaves_ciphertext(
         ("sealed-broken", "SealedValueInvalid"),
     ]:
         objects.wait_for_reason(kube_api, owner, name, reason)
+
+    # Verification: canaries checked at the stand-in (accepted, refused), a database login refused, a check the
+    # egress policy refuses, and lint findings about resolved values.
+    objects.create_secret(kube_api, owner, "pasted", {"key": f"sk-ant-api03-{VERIFY_CANARY}\n"})
+    checked = {
+        "verify-valid": (
+            objects.credential_body("verify-valid", "openAIApi", {"openAIApiKey": vendors.VALID_KEY + VERIFY_CANARY}),
+            "Valid",
+        ),
+        "verify-invalid": (
+            objects.credential_body("verify-invalid", "githubApi", {"accessToken": VERIFY_CANARY}),
+            "Invalid",
+        ),
+        "verify-redis": (
+            objects.credential_body(
+                "verify-redis",
+                "redisCacheApi",
+                {
+                    "redisCacheHost": "redis.test",
+                    "redisCachePort": str(redis_server.port),
+                    "redisCacheUser": "default",
+                    "redisCachePwd": VERIFY_CANARY,
+                    "redisCacheSslEnabled": "false",
+                },
+            ),
+            "Invalid",
+        ),
+        "verify-blocked": (
+            objects.credential_body(
+                "verify-blocked",
+                "redisCacheApi",
+                {
+                    "redisCacheHost": "elsewhere.test",
+                    "redisCacheUser": "default",
+                    "redisCachePwd": VERIFY_CANARY,
+                    "redisCachePort": "6379",
+                    "redisCacheSslEnabled": "false",
+                },
+            ),
+            "VerificationBlocked",
+        ),
+        "verify-pasted": (
+            objects.credential_body("verify-pasted", "openAIApi", value_from={"openAIApiKey": ("pasted", "key")}),
+            "NotVerifiable",  # a line break cannot go into an HTTP header: said, not sent
+        ),
+    }
+    for body, _ in checked.values():
+        create(body)
+    for name, (_, reason) in checked.items():
+        objects.wait_for_verified(kube_api, owner, name, reason)
+    objects.wait_for_verified(kube_api, owner, "env", "Invalid")  # the environment canary went to the stand-in
+    objects.wait_until(
+        lambda: any(e.get("reason") == "ValueWarning" for e in objects.events_for(kube_api, owner, "verify-pasted")),
+        60,
+        "the lint finding about the resolved value",
+    )
+    assert any(request.path == "/user" for request in standin.requests)
 
     # CredentialBindings render values into plain Secrets, roll a Deployment out, and fail.
     client.AppsV1Api(kube_api).create_namespaced_deployment(owner, objects.deployment_body("app"))
@@ -446,6 +529,12 @@ def test_no_canary_leaves_ciphertext(
     }
     assert {"ok", "unauthenticated", "forbidden", "rate_limited", "not_ready", "not_plaintext"} <= read_results
     assert "workload read of credentials/ungranted" in haystacks["operator logs"]
+    # Verification ran every kind of check it has, and its outputs were scanned.
+    assert any(
+        "credbridge_credential_verified{" in line and 'outcome="Valid"' in line for line in metrics_text.splitlines()
+    )
+    assert any(key.startswith("event ") and "ValueWarning" in text for key, text in haystacks.items())
+    assert "checked (" in haystacks["operator logs"]
     assert "workload read of credentialbindings/env-binding" in haystacks["operator logs"]
     assert f"https://x:{ENV_CANARY}@h" in values_read  # the binding's rendered template was served
 

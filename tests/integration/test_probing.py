@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections.abc
 import datetime
 import ipaddress
-import secrets
 import typing
 
 import pytest
@@ -31,18 +30,6 @@ LOOPBACK = egress.EgressPolicy(allow_hosts=("127.0.0.1",), allow_networks=egress
 FAST = probing.ProbeLimits(connect_timeout=5.0, total_timeout=8.0)
 CANARY = "canary-probe-5e1f0c2d9a"
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
-
-
-@pytest.fixture(scope="module")
-def ca() -> tls.Issued:
-    return tls.make_ca("credbridge-test-vendors")
-
-
-@pytest.fixture(scope="module")
-def standin(ca: tls.Issued) -> collections.abc.Iterator[vendors.VendorStandIn]:
-    server = vendors.VendorStandIn(ca).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -78,12 +65,12 @@ def run(
     type_spec: registry.CredentialTypeSpec,
     fields: dict[str, str],
     net: vendors.TestNetwork,
-    ca: tls.Issued,
+    vendor_ca: tls.Issued,
     policy: egress.EgressPolicy = DEFAULT_POLICY,
 ) -> verification.ProbeResult:
     request = verification.build_probe(type_spec, fields)
     assert not isinstance(request, verification.ProbeResult), request
-    return probing.probe(request, policy, limits=FAST, net=net.as_network(), tls=vendors.trust(ca))
+    return probing.probe(request, policy, limits=FAST, net=net.as_network(), tls=vendors.trust(vendor_ca))
 
 
 # The built-in HTTP checks against the stand-in
@@ -104,7 +91,7 @@ HTTP_TYPES = {
 
 @pytest.mark.parametrize("type_name", sorted(HTTP_TYPES))
 def test_builtin_checks_map_the_vendor_statuses_to_outcomes(
-    type_name: str, standin: vendors.VendorStandIn, ca: tls.Issued
+    type_name: str, standin: vendors.VendorStandIn, vendor_ca: tls.Issued
 ) -> None:
     field = HTTP_TYPES[type_name]
     for key, outcome in (
@@ -114,14 +101,14 @@ def test_builtin_checks_map_the_vendor_statuses_to_outcomes(
         (vendors.BUSY_KEY, Outcome.RATE_LIMITED),
     ):
         net = vendors.vendor_network(standin)
-        result = run(spec(type_name), {field: key}, net, ca)
+        result = run(spec(type_name), {field: key}, net, vendor_ca)
         assert result.outcome is outcome, result
         assert key not in result.message
         assert net.connected == [(vendors.PUBLIC_ADDRESS, 443)]
 
 
-def test_github_reports_when_the_token_expires(standin: vendors.VendorStandIn, ca: tls.Issued) -> None:
-    result = run(spec("githubApi"), {"accessToken": vendors.VALID_KEY}, vendors.vendor_network(standin), ca)
+def test_github_reports_when_the_token_expires(standin: vendors.VendorStandIn, vendor_ca: tls.Issued) -> None:
+    result = run(spec("githubApi"), {"accessToken": vendors.VALID_KEY}, vendors.vendor_network(standin), vendor_ca)
     assert result.outcome is Outcome.VALID
     assert result.expires_at is not None
     assert verification.format_time(result.expires_at) == "2031-02-03T04:05:06Z"
@@ -140,49 +127,51 @@ def test_github_reports_when_the_token_expires(standin: vendors.VendorStandIn, c
     ],
 )
 def test_a_type_pointing_at_an_internal_address_is_blocked_before_connecting(
-    address: str, why: str, standin: vendors.VendorStandIn, ca: tls.Issued
+    address: str, why: str, standin: vendors.VendorStandIn, vendor_ca: tls.Issued
 ) -> None:
     host = f"[{address}]" if ":" in address else address
     net = vendors.vendor_network(standin)
-    result = run(custom(f"https://{host}/latest/meta-data/"), {"apiKey": CANARY}, net, ca)
+    result = run(custom(f"https://{host}/latest/meta-data/"), {"apiKey": CANARY}, net, vendor_ca)
     assert result.outcome is Outcome.BLOCKED
     assert why in result.message
     assert net.connected == []
 
 
 def test_a_vendor_name_resolving_to_a_private_address_is_blocked(
-    standin: vendors.VendorStandIn, ca: tls.Issued
+    standin: vendors.VendorStandIn, vendor_ca: tls.Issued
 ) -> None:
     net = vendors.vendor_network(standin)
     net.names["api.openai.com"] = [[ipaddress.ip_address("192.168.1.20")]]
-    result = run(spec("openAIApi"), {"openAIApiKey": CANARY}, net, ca)
+    result = run(spec("openAIApi"), {"openAIApiKey": CANARY}, net, vendor_ca)
     assert result.outcome is Outcome.BLOCKED and "192.168.1.20" in result.message
     assert net.connected == []
 
 
-def test_dns_rebinding_cannot_swap_the_address_after_the_check(standin: vendors.VendorStandIn, ca: tls.Issued) -> None:
+def test_dns_rebinding_cannot_swap_the_address_after_the_check(
+    standin: vendors.VendorStandIn, vendor_ca: tls.Issued
+) -> None:
     net = vendors.vendor_network(standin)
     # Public on the first lookup, private on any later one: only one lookup may happen.
     net.names["api.openai.com"] = [[vendors.PUBLIC_ADDRESS], [ipaddress.ip_address("10.0.0.9")]]
-    result = run(spec("openAIApi"), {"openAIApiKey": vendors.VALID_KEY}, net, ca)
+    result = run(spec("openAIApi"), {"openAIApiKey": vendors.VALID_KEY}, net, vendor_ca)
     assert result.outcome is Outcome.VALID
     assert net.lookups == ["api.openai.com"]
     assert net.connected == [(vendors.PUBLIC_ADDRESS, 443)]
 
 
 def test_a_redirect_to_another_host_is_not_followed(
-    standin: vendors.VendorStandIn, ca: tls.Issued, listener: vendors.Listener
+    standin: vendors.VendorStandIn, vendor_ca: tls.Issued, listener: vendors.Listener
 ) -> None:
     net = vendors.vendor_network(standin, **{"attacker.test": [[ipaddress.ip_address("198.51.100.66")]]})
     net.routes[(ipaddress.ip_address("198.51.100.66"), 443)] = listener.port
-    result = run(custom("https://vendor.test/redirect"), {"apiKey": CANARY}, net, ca)
+    result = run(custom("https://vendor.test/redirect"), {"apiKey": CANARY}, net, vendor_ca)
     assert result.outcome is Outcome.NOT_VERIFIABLE and "redirect" in result.message
     assert net.lookups == ["vendor.test"]
     assert listener.connections == 0
 
 
 def test_a_base_url_edited_to_a_host_off_the_allow_list_receives_nothing(
-    standin: vendors.VendorStandIn, ca: tls.Issued, listener: vendors.Listener
+    standin: vendors.VendorStandIn, vendor_ca: tls.Issued, listener: vendors.Listener
 ) -> None:
     type_spec = registry.type_from_object(
         {
@@ -204,35 +193,37 @@ def test_a_base_url_edited_to_a_host_off_the_allow_list_receives_nothing(
     net = vendors.vendor_network(standin, **{"attacker.test": [[attacker]]})
     net.routes[(attacker, 443)] = listener.port
     policy = egress.EgressPolicy(allow_hosts=("vendor.test",))
-    result = run(type_spec, {"apiKey": CANARY, "endpoint": "https://attacker.test"}, net, ca, policy)
+    result = run(type_spec, {"apiKey": CANARY, "endpoint": "https://attacker.test"}, net, vendor_ca, policy)
     assert result.outcome is Outcome.BLOCKED and "attacker.test" in result.message
     assert net.lookups == [] and net.connected == []
     assert (listener.connections, listener.bytes_received) == (0, 0)
-    allowed = run(type_spec, {"apiKey": vendors.VALID_KEY, "endpoint": "https://vendor.test/"}, net, ca, policy)
+    allowed = run(type_spec, {"apiKey": vendors.VALID_KEY, "endpoint": "https://vendor.test/"}, net, vendor_ca, policy)
     assert allowed.outcome is Outcome.VALID
 
 
-def test_a_server_that_never_answers_ends_as_unreachable(standin: vendors.VendorStandIn, ca: tls.Issued) -> None:
-    result = run(custom("https://vendor.test/slow"), {"apiKey": CANARY}, vendors.vendor_network(standin), ca)
+def test_a_server_that_never_answers_ends_as_unreachable(standin: vendors.VendorStandIn, vendor_ca: tls.Issued) -> None:
+    result = run(custom("https://vendor.test/slow"), {"apiKey": CANARY}, vendors.vendor_network(standin), vendor_ca)
     assert result.outcome is Outcome.UNREACHABLE and "did not answer" in result.message
 
 
-def test_a_100_mib_answer_is_not_read(standin: vendors.VendorStandIn, ca: tls.Issued) -> None:
-    result = run(custom("https://vendor.test/huge"), {"apiKey": CANARY}, vendors.vendor_network(standin), ca)
+def test_a_100_mib_answer_is_not_read(standin: vendors.VendorStandIn, vendor_ca: tls.Issued) -> None:
+    result = run(custom("https://vendor.test/huge"), {"apiKey": CANARY}, vendors.vendor_network(standin), vendor_ca)
     assert result.outcome is Outcome.VALID  # decided from the status line; the body is never read
 
 
-def test_headers_beyond_the_limit_are_refused(standin: vendors.VendorStandIn, ca: tls.Issued) -> None:
-    result = run(custom("https://vendor.test/huge-headers"), {"apiKey": CANARY}, vendors.vendor_network(standin), ca)
+def test_headers_beyond_the_limit_are_refused(standin: vendors.VendorStandIn, vendor_ca: tls.Issued) -> None:
+    result = run(
+        custom("https://vendor.test/huge-headers"), {"apiKey": CANARY}, vendors.vendor_network(standin), vendor_ca
+    )
     assert result.outcome is Outcome.UNREACHABLE and "bytes of headers" in result.message
 
 
 def test_a_certificate_for_another_name_fails_before_anything_is_sent(
-    standin: vendors.VendorStandIn, ca: tls.Issued
+    standin: vendors.VendorStandIn, vendor_ca: tls.Issued
 ) -> None:
     net = vendors.vendor_network(standin, **{"wrong-name.test": [[vendors.PUBLIC_ADDRESS]]})
     before = len(standin.requests)
-    result = run(custom("https://wrong-name.test/v1/models"), {"apiKey": CANARY}, net, ca)
+    result = run(custom("https://wrong-name.test/v1/models"), {"apiKey": CANARY}, net, vendor_ca)
     assert result.outcome is Outcome.UNREACHABLE and "not valid for wrong-name.test" in result.message
     assert len(standin.requests) == before
 
@@ -244,27 +235,6 @@ def test_an_untrusted_certificate_fails(standin: vendors.VendorStandIn) -> None:
 
 
 # Real databases
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> collections.abc.Iterator[databases.RedisServer]:
-    server = databases.RedisServer.start(password=secrets.token_urlsafe(12), user_password=secrets.token_urlsafe(12))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def mariadb_server() -> collections.abc.Iterator[databases.MariaDBServer]:
-    server = databases.MariaDBServer.start(password=secrets.token_urlsafe(12))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def postgres_server() -> collections.abc.Iterator[local_flowise.PostgresServer]:
-    server = local_flowise.PostgresServer.start()
-    yield server
-    server.stop()
 
 
 def run_database(type_spec: registry.CredentialTypeSpec, fields: dict[str, str]) -> verification.ProbeResult:
@@ -337,13 +307,13 @@ def test_a_database_host_off_the_allow_list_is_blocked(mariadb_server: databases
     )
     assert isinstance(request, verification.DatabaseProbe)
     result = probing.probe(request, egress.EgressPolicy(), limits=FAST)
-    assert result.outcome is Outcome.BLOCKED and "--verify-allow-host" in result.message
+    assert result.outcome is Outcome.BLOCKED and "--verification-allow-host" in result.message
     loopback_only_by_name = egress.EgressPolicy(allow_hosts=("127.0.0.1",))
     refused = probing.probe(request, loopback_only_by_name, limits=FAST)
     assert refused.outcome is Outcome.BLOCKED and "loopback" in refused.message
 
 
-def test_no_result_plan_or_warning_carries_a_value(standin: vendors.VendorStandIn, ca: tls.Issued) -> None:
+def test_no_result_plan_or_warning_carries_a_value(standin: vendors.VendorStandIn, vendor_ca: tls.Issued) -> None:
     """The canary scan for verification's outputs: results, conditions, Events and lint warnings."""
     outputs: list[str] = []
     for url in (
@@ -352,7 +322,7 @@ def test_no_result_plan_or_warning_carries_a_value(standin: vendors.VendorStandI
         "https://169.254.169.254/",
         "https://vendor.test/redirect",
     ):
-        result = run(custom(url), {"apiKey": CANARY}, vendors.vendor_network(standin), ca)
+        result = run(custom(url), {"apiKey": CANARY}, vendors.vendor_network(standin), vendor_ca)
         plan = verification.plan_verification({}, result, now=NOW, generation=1)
         outputs += [repr(result), repr(plan)]
     outputs += [repr(verification.build_probe(spec("openAIApi"), {"openAIApiKey": CANARY + "\n"}))]

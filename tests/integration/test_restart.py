@@ -99,6 +99,8 @@ def test_a_restart_writes_nothing_for_objects_in_any_state(
         60,
         "the FlowiseTarget's condition",
     )
+    for name in ("ok", "from-env", "dup-a"):
+        objects.wait_for_verified(kube_api, namespace, name, timeout=60)  # the Ready ones get their first check
     time.sleep(5)  # Events and usage updates of the first run land
 
     mark = audit.mark()

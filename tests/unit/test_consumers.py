@@ -11,31 +11,14 @@ from __future__ import annotations
 import typing
 
 import pytest
-from kubernetes import client
 
-from credbridge.core import binding, keyring, names, planning, redaction, registry, release, views, workload
+from credbridge.core import binding, names, planning, redaction, release, views, workload
 from credbridge.core.flowise import target as flowise_target
 from credbridge.operator import bindings, consumer, consumers, controller, flowise, oauth2
 from credbridge.operator import settings as settings_module
+from credbridge.testing import offline
 
-RING = keyring.new_keyring(lambda count: b"\x01" * count)
-
-
-def unreachable_api() -> client.ApiClient:
-    """An API client for a port nothing listens on: routing must never use it."""
-    configuration = client.Configuration()
-    configuration.host = "http://127.0.0.1:9"
-    return client.ApiClient(configuration)
-
-
-@pytest.fixture
-def control() -> typing.Iterator[controller.Controller]:
-    made = controller.Controller(
-        unreachable_api(), settings_module.OperatorSettings(), RING, registry.Registry.builtin()
-    )
-    yield made
-    for each in made.consumers:
-        each.stop()
+RING = offline.RING
 
 
 def credential_body(
@@ -248,7 +231,12 @@ def test_every_consumer_refuses_a_mirror_whose_source_is_going_away(
 
 
 def test_the_consumer_registry_names_every_consumer_once() -> None:
-    assert [registration.name for registration in consumers.REGISTRY] == ["bindings", "flowise", "oauth2"]
+    assert [registration.name for registration in consumers.REGISTRY] == [
+        "bindings",
+        "flowise",
+        "oauth2",
+        "verification",
+    ]
     for registration in consumers.REGISTRY:
         assert hasattr(settings_module.OperatorSettings(), registration.name)
     assert issubclass(flowise.FlowiseSync, consumer.ExternalSync)

@@ -33,7 +33,7 @@ def test_a_host_from_a_field_needs_the_admin_allow_list() -> None:
     )
     assert isinstance(refusal, egress.Refusal)
     assert "attacker.example" in refusal.message
-    assert "--verify-allow-host" in refusal.message
+    assert "--verification-allow-host" in refusal.message
     allowed = egress.EgressPolicy(allow_hosts=("*.openai.azure.com", "qdrant.internal"))
     for host in ("team.openai.azure.com", "a.b.openai.azure.com", "QDRANT.internal."):
         assert (

@@ -20,6 +20,7 @@ GROUPS = {
     "bindings": ("CredentialBindings", "plain Secret output and rollouts"),
     "flowise": ("Flowise", "syncing FlowiseTargets into Flowise servers"),
     "oauth2": ("OAuth2", "keeping the access tokens of OAuth2 Credentials fresh"),
+    "verification": ("verification", "checking Credentials against their services, and expiry"),
 }
 """Settings shown under a heading of their own in --help (the others are listed first)."""
 
@@ -92,3 +93,12 @@ def settings_check(settings: settings_module.OperatorSettings) -> None:
             pathlib.Path(oauth2.ca_file).read_text()
         except OSError as error:
             raise ValueError(f"--oauth2-ca-file {oauth2.ca_file} cannot be read: {error.strerror}") from None
+    verification = settings.verification
+    if verification.per_second <= 0 or verification.workers < 1 or verification.interval < 0:
+        raise ValueError(
+            "--verification-rate must be > 0, --verification-workers >= 1 and --verification-interval >= 0"
+        )
+    if not 0 <= verification.jitter <= 1 or verification.debounce < 0:
+        raise ValueError("--verification-jitter must be between 0 and 1 and --verification-debounce >= 0")
+    verification.egress_policy()
+    verification.static_hosts()

@@ -5,7 +5,7 @@ A check sends a live secret to a host. If that host comes from a field a tenant 
 operator read the cloud metadata service (SSRF). So the policy is on by default:
 
 - A host the type writes literally (the vendor's host, e.g. `api.openai.com`) is allowed.
-  A host given by a field must match the admin's allow-list (`--verify-allow-host`, chart value
+  A host given by a field must match the admin's allow-list (`--verification-allow-host`, chart value
   `verification.allowHosts`): exact names, or `*.example.com` for any name below it.
 - Plain `http://` is refused unless the admin allows it (the key would cross the network in clear).
 - The name is resolved once, by the caller, and every address it resolved to is judged here;
@@ -13,7 +13,7 @@ operator read the cloud metadata service (SSRF). So the policy is on by default:
   another (DNS rebinding). One forbidden address refuses the check.
 - Loopback, link-local, private (RFC 1918, IPv6 unique-local), carrier-grade NAT, unspecified,
   multicast and reserved addresses are refused unless the admin allows a network that contains
-  them (`--verify-allow-network`). IPv4 addresses carried in IPv6 (`::ffff:a.b.c.d`, NAT64
+  them (`--verification-allow-network`). IPv4 addresses carried in IPv6 (`::ffff:a.b.c.d`, NAT64
   `64:ff9b::/96`, 6to4 `2002::/16`) are judged as the IPv4 address they carry.
 - Cloud metadata addresses (169.254.169.254, fd00:ec2::254, 100.100.100.200, ...) are refused even
   inside an allowed network: only an allowed network that is exactly that one address lets a
@@ -141,12 +141,13 @@ def check_destination(
     if scheme == "http" and not policy.allow_plain_http:
         return Refusal(
             f"the check of type {type_name} would send the credential to {name} over plain http://, unencrypted: "
-            "use https://, or allow plain HTTP with --verify-allow-plain-http"
+            "use https://, or allow plain HTTP with --verification-allow-plain-http=on "
+            "(chart value verification.allowPlainHttp)"
         )
     if host_from_field and not any(host_matches(name, pattern) for pattern in policy.allow_hosts):
         return Refusal(
             f"the check of type {type_name} would send the credential to {name}, a host given by the Credential's "
-            "fields that is not on the verification allow-list: an admin may add it with --verify-allow-host "
+            "fields that is not on the verification allow-list: an admin may add it with --verification-allow-host "
             "(chart value verification.allowHosts) if that host is trusted with this credential"
         )
     return None
@@ -175,7 +176,7 @@ def address_refusal(address: IPAddress, policy: EgressPolicy, *, host: str) -> R
             return None
         return Refusal(
             f"{host} resolves to {shown}, a cloud metadata address: checks never go there unless an admin allows "
-            f"exactly that address with --verify-allow-network {judged}/{judged.max_prefixlen}"
+            f"exactly that address with --verification-allow-network {judged}/{judged.max_prefixlen}"
         )
     if any(judged in network or address in network for network in policy.allow_networks):
         return None
@@ -183,7 +184,7 @@ def address_refusal(address: IPAddress, policy: EgressPolicy, *, host: str) -> R
         if judged.version == network.version and judged in network:
             return Refusal(
                 f"{host} resolves to {shown}, {why}: checks do not go there unless an admin allows the network with "
-                "--verify-allow-network (chart value verification.allowNetworks)"
+                "--verification-allow-network (chart value verification.allowNetworks)"
             )
     return None
 
@@ -204,3 +205,82 @@ def pin_address(host: str, addresses: collections.abc.Sequence[IPAddress], polic
         if refusal is not None:
             return refusal
     return Pinned(addresses[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class StaticHosts:
+    """Answers an admin gives instead of DNS (`--verification-resolve`), like curl's --resolve/--connect-to.
+
+    For split-horizon names the operator's resolver does not know, an egress proxy or sidecar on
+    a fixed address, and tests that stand in for a vendor. The addresses are judged by the egress
+    policy exactly like DNS answers: a static answer is not an allowance.
+    """
+
+    names: collections.abc.Mapping[str, tuple[IPAddress, ...]] = dataclasses.field(default_factory=dict)
+    """Host name -> the addresses a lookup answers, in order."""
+    ports: collections.abc.Mapping[tuple[IPAddress, int], int] = dataclasses.field(default_factory=dict)
+    """(address, port a check asks for) -> the port connected to instead."""
+
+
+def _address_and_port(text: str, entry: str) -> tuple[IPAddress, int | None]:
+    text = text.strip()
+    port: int | None = None
+    if text.startswith("["):
+        address_text, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                raise ValueError(
+                    f"--verification-resolve {entry!r}: write an IPv6 address with a port as [ADDRESS]:PORT"
+                )
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        address_text, _, port_text = text.partition(":")
+        if not port_text.isdigit():
+            raise ValueError(f"--verification-resolve {entry!r}: the port after ':' must be a number")
+        port = int(port_text)
+    else:
+        address_text = text
+    try:
+        address = ipaddress.ip_address(address_text)
+    except ValueError:
+        raise ValueError(
+            f"--verification-resolve {entry!r}: {address_text!r} is not an IP address (write NAME=ADDRESS or "
+            "NAME:PORT=ADDRESS:PORT)"
+        ) from None
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"--verification-resolve {entry!r}: ports are between 1 and 65535")
+    return address, port
+
+
+def parse_static_hosts(entries: collections.abc.Iterable[str]) -> StaticHosts:
+    """Parses `NAME=ADDRESS` and `NAME:PORT=ADDRESS:PORT` entries (repeat a name for several addresses);
+    raises ValueError naming a malformed one."""
+    names: dict[str, list[IPAddress]] = {}
+    ports: dict[tuple[IPAddress, int], int] = {}
+    for entry in entries:
+        name_text, equals, address_text = entry.partition("=")
+        if not equals or not name_text.strip() or not address_text.strip():
+            raise ValueError(f"--verification-resolve {entry!r}: write NAME=ADDRESS or NAME:PORT=ADDRESS:PORT")
+        name_text = name_text.strip()
+        asked: int | None = None
+        if ":" in name_text:
+            name_text, _, asked_text = name_text.rpartition(":")
+            if not asked_text.isdigit() or not 0 < int(asked_text) < 65536:
+                raise ValueError(f"--verification-resolve {entry!r}: the port after the name must be 1 to 65535")
+            asked = int(asked_text)
+        address, port = _address_and_port(address_text, entry)
+        if (asked is None) != (port is None):
+            raise ValueError(
+                f"--verification-resolve {entry!r}: give a port on both sides (NAME:PORT=ADDRESS:PORT) or on neither"
+            )
+        found = names.setdefault(normalize_host(name_text), [])
+        if address not in found:
+            found.append(address)
+        if asked is not None and port is not None:
+            if ports.get((address, asked), port) != port:
+                raise ValueError(
+                    f"--verification-resolve {entry!r}: {address} port {asked} is already sent to port "
+                    f"{ports[(address, asked)]} by another entry"
+                )
+            ports[(address, asked)] = port
+    return StaticHosts({name: tuple(found) for name, found in names.items()}, ports)

@@ -14,6 +14,7 @@ is forgotten (it comes back with a full bucket, which is what it would have afte
 from __future__ import annotations
 
 import collections
+import collections.abc
 import dataclasses
 import math
 
@@ -63,3 +64,67 @@ class RateLimiter:
 def retry_after_header(seconds: float) -> str:
     """`Retry-After` is whole seconds: round up, and never say 0 to a client that was refused."""
     return str(max(1, math.ceil(seconds)))
+
+
+class Pacer:
+    """A global pace for work that many keys want at once: starts at least `1 / rate` seconds apart.
+
+    Verification checks of a thousand Credentials may come due in the same second (a restart of a
+    cluster, a new type). Each key that may not start yet gets its own slot in a line and is told
+    how long to wait, so the keys wake one by one instead of all retrying together. When a key
+    comes back it starts only if its slot has come *and* the last start is `1 / rate` ago: the
+    pace holds when work starts, not only when it was planned. A key whose slot passed while the
+    last start is too recent (it woke a little early relative to the one before, or a stall of a
+    busy machine let several slots pass) takes the next place in a front line, spaced like the
+    main one, ahead of the keys still waiting for their first slot.
+
+    In any window of W seconds at most `1 + W * rate` starts happen, besides `start_now`.
+    Not thread-safe: the caller holds a lock. `now` is monotonic seconds.
+    """
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self.spacing = 1.0 / rate
+        self._last_start = -math.inf
+        self._next_free = -math.inf
+        """The first slot of the main line nobody holds."""
+        self._front = -math.inf
+        """The last slot given in the front line."""
+        self._slots: dict[collections.abc.Hashable, float] = {}
+
+    def take(self, key: collections.abc.Hashable, now: float) -> float:
+        """0.0 when `key` may start now (the start is recorded); else the seconds until it may try again."""
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = max(now, self._next_free, self._last_start + self.spacing)
+            self._next_free = slot + self.spacing
+            self._slots[key] = slot
+        if slot > now:
+            return slot - now
+        earliest = self._last_start + self.spacing
+        if now < earliest - self.spacing * (1.0 - _SPACING_TOLERANCE):
+            if now - slot < self.spacing:
+                return earliest - now  # woke a little before the previous start's spacing ran out
+            self._front = max(self._front + self.spacing, earliest)
+            self._slots[key] = self._front
+            return self._front - now
+        del self._slots[key]
+        self._last_start = now
+        return 0.0
+
+    def start_now(self, now: float) -> None:
+        """Records a start that does not wait its turn (a check a user asked for)."""
+        self._last_start = max(self._last_start, now)
+
+    def forget(self, key: collections.abc.Hashable) -> None:
+        """`key` does not need its slot any more (it was deleted, or its work happened another way)."""
+        self._slots.pop(key, None)
+
+    def waiting(self) -> int:
+        """Keys holding a slot."""
+        return len(self._slots)
+
+
+_SPACING_TOLERANCE = 0.999
+"""A start this fraction of the spacing after the last one is on time (float rounding of slot times)."""

@@ -21,6 +21,12 @@ The rule, in the order it is checked:
    (`--env-allow`, which covers every namespace) is not a grant. Values from `spec.valueFrom`
    Secrets and literals need no grant: they come from the namespace itself.
 
+4. Only when the admin asks for it (`--verification-block-consumers`, `Policy.block_unverified`):
+   a Credential whose last check found it `Invalid` (the service refused it) is held back from
+   every output but the check itself (`NotVerified`). Verification informs and never blocks
+   otherwise. A held-back Credential withdraws nothing: a binding keeps the Secret it wrote, a
+   Flowise keeps what was pushed; new content waits until a check accepts it.
+
 Every refusal names the variables, shares or switches and the fix, never a value.
 """
 
@@ -29,14 +35,24 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 
-from credbridge.core import envrefs, planning, sharing, views
+from credbridge.core import conditions, envrefs, planning, sharing, views
 
 SOURCE_NOT_VISIBLE = "SourceNotVisible"
 PLAINTEXT_DENIED = "PlaintextDenied"
 SHARE_FORBIDS_BINDING = "ShareForbidsBinding"
 ENV_NOT_GRANTED = "EnvNotGranted"
 REASONS = (SOURCE_NOT_VISIBLE, PLAINTEXT_DENIED, SHARE_FORBIDS_BINDING, ENV_NOT_GRANTED)
-"""Every reason `denial` gives."""
+"""The reasons `denial` gives that withdraw what was released (a binding deletes its Secret)."""
+NOT_VERIFIED = "NotVerified"
+"""The reason of step 4: new content is held back, nothing released before is withdrawn."""
+VERIFIED_CONDITION = "Verified"
+BLOCKING_OUTCOMES = frozenset({"Invalid"})
+"""Verified reasons that hold a Credential back under `block_unverified`. Forbidden (a permission the
+check needs but the consumer may not) and RateLimited (the key works, it is busy) do not."""
+
+
+VERIFICATION_PROBE = "a verification probe"
+"""The output name of a check: `external(VERIFICATION_PROBE, namespace)`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +66,8 @@ class Output:
     plain_secret: bool = False
     """True when the plaintext is stored in the cluster as a plain Secret: the cluster switch and a
     mirror's share consent apply."""
+    verification: bool = False
+    """True for a verification check: never held back by the outcome of an earlier check (step 4)."""
 
 
 def binding_secret(namespace: str) -> Output:
@@ -62,7 +80,7 @@ def workload_read(namespace: str) -> Output:
 
 def external(system: str, namespace: str) -> Output:
     """An external system a consumer pushes into (Flowise) or talks to (a verification probe)."""
-    return Output(system, namespace)
+    return Output(system, namespace, verification=system == VERIFICATION_PROBE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +90,8 @@ class Policy:
     env: envrefs.EnvPolicy
     plain_secrets: bool = True
     """`--binding-secrets=allow`: plain Secret outputs are allowed at all."""
+    block_unverified: bool = False
+    """`--verification-block-consumers=on`: hold back Credentials a check found Invalid (step 4)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +139,16 @@ def denial(facts: Facts, output: Output, policy: Policy) -> planning.Failure | N
     refused = env_denial(judged.data, judged.namespace, policy.env, output=output.description)
     if refused is not None:
         return planning.Failure(ENV_NOT_GRANTED, f"{where}: {refused}")
+    if policy.block_unverified and not output.verification:
+        verified = conditions.find(judged.status, VERIFIED_CONDITION)
+        if verified is not None and verified.get("status") == "False" and verified.get("reason") in BLOCKING_OUTCOMES:
+            return planning.Failure(
+                NOT_VERIFIED,
+                f"{where} is held back from {output.description}: its last check found it {verified.get('reason')} "
+                "and this cluster holds back such credentials (--verification-block-consumers, Helm value "
+                "verification.blockConsumers); fix the credential, then run `credbridge verify` "
+                f"{judged.name} -n {judged.namespace} (what was released before stays as it is)",
+            )
     return None
 
 

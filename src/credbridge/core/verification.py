@@ -24,9 +24,12 @@ Outcomes and their condition (status/reason):
 | Unreachable    | Unknown/Unreachable           | no answer, a TLS failure, a server error        |
 | NotVerifiable  | Unknown/NotVerifiable         | the type has no check or the values do not fit  |
 | Blocked        | Unknown/VerificationBlocked   | the egress policy refused: nothing was sent     |
+| NotReleased    | Unknown/NotReleased           | the release rule keeps the values in: no check  |
 
 A blocked check is Unknown, not False: nothing was asked, so nothing is known about the
-credential; the reason and a Warning Event tell the admin what to allow.
+credential; the reason and a Warning Event tell the admin what to allow. The same holds for a
+Credential whose values may not leave the operator at all (`<<ENV>>` values not granted to its
+namespace): a check is an output like any other.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class Outcome(enum.Enum):
     UNREACHABLE = "Unreachable"
     NOT_VERIFIABLE = "NotVerifiable"
     BLOCKED = "VerificationBlocked"
+    NOT_RELEASED = "NotReleased"
 
 
 CONDITION_STATUS: collections.abc.Mapping[Outcome, str] = {
@@ -71,6 +75,7 @@ CONDITION_STATUS: collections.abc.Mapping[Outcome, str] = {
     Outcome.UNREACHABLE: "Unknown",
     Outcome.NOT_VERIFIABLE: "Unknown",
     Outcome.BLOCKED: "Unknown",
+    Outcome.NOT_RELEASED: "Unknown",
 }
 """The `Verified` condition status of each outcome."""
 
@@ -392,7 +397,13 @@ _MESSAGES = {
     Outcome.UNREACHABLE: "the service could not be asked",
     Outcome.NOT_VERIFIABLE: "the credential cannot be checked",
     Outcome.BLOCKED: "the check was refused by the egress policy and sent nothing",
+    Outcome.NOT_RELEASED: "the credential's values may not be sent to a check, so nothing was sent",
 }
+
+
+def describe(outcome: Outcome) -> str:
+    """What an outcome means, in general terms (no host, no detail of the check)."""
+    return _MESSAGES[outcome]
 
 
 def plan_verification(
@@ -420,7 +431,7 @@ def plan_verification(
     }
     if request is not None:
         status["lastVerifyRequest"] = request
-    if outcome is Outcome.NOT_VERIFIABLE or outcome is Outcome.UNREACHABLE or outcome is Outcome.BLOCKED:
+    if outcome in (Outcome.NOT_VERIFIABLE, Outcome.UNREACHABLE, Outcome.BLOCKED, Outcome.NOT_RELEASED):
         # Nothing new was learnt about the expiry: keep what an earlier check found.
         status["discoveredExpiresAt"] = previous.get("discoveredExpiresAt")
     event = None

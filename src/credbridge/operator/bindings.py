@@ -39,12 +39,16 @@ USAGE_DELAY = 1.0
 
 
 def _fingerprint(view: views.CredentialView | None) -> tuple[Any, ...] | None:
-    """What of a Credential a binding's plan depends on; other changes (usage) queue no binding."""
+    """What of a Credential a binding's plan depends on; other changes (usage) queue no binding. The Verified
+    outcome is part of it: with --verification-block-consumers the release rule reads it."""
     if view is None:
         return None
     ready = view.ready_condition or {}
     oauth2 = conditions.find(view.status, binding.OAUTH2_CONDITION) or {}
+    verified = conditions.find(view.status, release.VERIFIED_CONDITION) or {}
     return (
+        verified.get("status"),
+        verified.get("reason"),
         view.uid,
         view.generation,
         view.status.get("observedGeneration"),

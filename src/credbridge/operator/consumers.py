@@ -23,7 +23,7 @@ import kopf
 
 from credbridge.core import names
 from credbridge.core.flowise import target as flowise_target
-from credbridge.operator import bindings, consumer, flowise, oauth2
+from credbridge.operator import bindings, consumer, flowise, oauth2, verification
 from credbridge.operator import settings as settings_module
 
 
@@ -83,6 +83,12 @@ REGISTRY: tuple[Registration, ...] = (
         plural=None,
         build=lambda context: oauth2.OAuth2Refresher(context, context.settings.oauth2),
         enabled=lambda settings: settings.oauth2.enabled,
+    ),
+    Registration(
+        name="verification",
+        plural=None,
+        build=lambda context: verification.VerificationConsumer(context, context.settings.verification),
+        enabled=lambda settings: settings.verification.enabled,
     ),
 )
 

@@ -64,7 +64,11 @@ class Controller:
         self.applier = applying.Applier(
             api, self.cache, write_failures_before_report=settings.write_failures_before_report
         )
-        self.release_policy = release.Policy(env=self.env_policy, plain_secrets=settings.bindings.secrets == "allow")
+        self.release_policy = release.Policy(
+            env=self.env_policy,
+            plain_secrets=settings.bindings.secrets == "allow",
+            block_unverified=settings.verification.enabled and settings.verification.block_consumers,
+        )
         self.activity = activity.Activity(api, settings)
         """Whether this replica works (kopf peering): every work queue's gate."""
         self.queue: workqueue.WorkQueue[Key] = workqueue.WorkQueue(

@@ -60,7 +60,20 @@ TOKEN_REVIEWS = prometheus_client.Counter(
 )
 RESYNCS = prometheus_client.Counter(
     "credbridge_verification_passes_total",
-    "Periodic passes that verify every managed Secret as stored in the API server.",
+    "Periodic passes that read every managed Secret back from the API server and check it (--resync-interval); "
+    "not the checks against services (credbridge_verification_checks_total).",
+    registry=REGISTRY,
+)
+VERIFICATION_CHECKS = prometheus_client.Counter(
+    "credbridge_verification_checks_total",
+    "Checks sent to a service (a connection was attempted), by outcome. Checks that sent nothing "
+    "(NotReleased, NotVerifiable, VerificationBlocked before a lookup) are not counted.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+VERIFICATION_WAITING = prometheus_client.Gauge(
+    "credbridge_verification_waiting",
+    "Checks that are due and wait for their turn under the global rate (--verification-rate).",
     registry=REGISTRY,
 )
 FLOWISE_SYNCS = prometheus_client.Counter(
@@ -220,6 +233,7 @@ VERIFICATION_OUTCOMES = (
     "Unreachable",
     "NotVerifiable",
     "VerificationBlocked",
+    "NotReleased",
 )
 """Values of the `outcome` label (the Verified condition's reasons)."""
 

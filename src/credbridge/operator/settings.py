@@ -186,11 +186,13 @@ class InjectionSettings:
 
 @dataclasses.dataclass(frozen=True)
 class ResyncSettings:
-    interval: float = setting(3600.0, "--resync-interval", metavar="SECONDS", chart="verification.interval")
-    """Seconds between passes that read every managed Secret from the API server and verify it
-    (it opens with the keyring in force and holds the current content); 0 turns them off."""
-    per_second: float = setting(20.0, "--verify-rate", metavar="PER_SECOND", chart="verification.rate")
-    """Managed Secrets verified per second during such a pass (one GET each): bounds its load."""
+    """Periodic passes over every managed Secret as stored (`--resync-*` flags, chart values `resync.*`)."""
+
+    interval: float = setting(3600.0, "--resync-interval", metavar="SECONDS", chart="resync.interval")
+    """Seconds between passes that read every managed Secret from the API server and check it (it opens
+    with the keyring in force and holds the current content, or it is rewritten); 0 turns them off."""
+    per_second: float = setting(20.0, "--resync-rate", metavar="PER_SECOND", chart="resync.rate")
+    """Managed Secrets read and checked per second during such a pass (one GET each): bounds its load."""
 
 
 BINDING_SECRET_MODES = ("allow", "deny")
@@ -236,40 +238,63 @@ class FlowiseSettings:
 
 @dataclasses.dataclass(frozen=True)
 class VerificationSettings:
-    """How Credentials are checked against their services (`--verify-*` flags, chart values `verification.*`).
+    """How Credentials are checked against their services (`--verification-*` flags, chart values
+    `verification.*`).
 
     Verification informs and never blocks: a failing check changes the Verified condition, Events
     and metrics, and nothing else, unless `block_consumers` says otherwise.
     """
 
-    enabled: bool = True
-    """Run checks at all (on content change, periodically and on `credbridge verify`)."""
-    interval: float = 6 * 3600.0
+    enabled: bool = setting(True, "--no-verification", style="off-switch", chart="verification.enabled")
+    """Check Credentials against their services (on content change, periodically and on `credbridge verify`),
+    and report expiry."""
+    interval: float = setting(6 * 3600.0, "--verification-interval", metavar="SECONDS", chart="verification.interval")
     """Seconds between periodic checks of one Credential; 0 turns periodic checks off."""
-    jitter: float = 0.1
-    """Fraction of `interval` by which each Credential's next check is moved at random, so checks spread out."""
-    per_second: float = 2.0
+    jitter: float = setting(0.1, "--verification-jitter", metavar="FRACTION", chart="verification.jitter")
+    """Fraction of the interval by which each Credential's periodic check moves (its own, stable across
+    restarts), so Credentials created together are not checked together."""
+    per_second: float = setting(2.0, "--verification-rate", metavar="PER_SECOND", chart="verification.rate")
     """Most checks started per second across all Credentials (the global rate): bounds the load on vendors
-    and on the operator when thousands of Credentials are due at once."""
-    debounce: float = 10.0
+    and on the operator when thousands of Credentials are due at once. A check asked for with
+    `credbridge verify` does not wait its turn."""
+    debounce: float = setting(10.0, "--verification-debounce", metavar="SECONDS", chart="verification.debounce")
     """Seconds from a content change to its check; further changes within them share one check."""
-    allow_hosts: tuple[str, ...] = ()
+    workers: int = setting(4, "--verification-workers", metavar="N", chart="verification.workers")
+    """Threads running checks (a check may wait for a slow service up to --verification-timeout)."""
+    allow_hosts: tuple[str, ...] = setting(
+        (), "--verification-allow-host", style="repeat", metavar="HOST", chart="verification.allowHosts"
+    )
     """Hosts a Credential's field may point a check at (`qdrant.internal`, `*.openai.azure.com`); a type's own
     vendor host needs no entry."""
-    allow_networks: tuple[str, ...] = ()
-    """CIDRs checks may connect into although private, loopback or link-local (`10.0.0.0/8`); cloud metadata
-    addresses need their own /32 or /128."""
-    allow_plain_http: bool = False
+    allow_networks: tuple[str, ...] = setting(
+        (), "--verification-allow-network", style="repeat", metavar="CIDR", chart="verification.allowNetworks"
+    )
+    """Networks checks may connect into although private, loopback or link-local (`10.0.0.0/8`); a cloud
+    metadata address needs its own /32 or /128."""
+    allow_plain_http: bool = setting(
+        False, "--verification-allow-plain-http", style="on-off", chart="verification.allowPlainHttp"
+    )
     """Allow `http://` checks (the credential then crosses the network unencrypted)."""
-    block_consumers: bool = False
-    """When True, bindings and FlowiseTargets hold back Credentials whose Verified is False (off: informs only)."""
-    ca_file: str | None = None
+    block_consumers: bool = setting(
+        False, "--verification-block-consumers", style="on-off", chart="verification.blockConsumers"
+    )
+    """Hold back Credentials whose last check found them Invalid from bindings, workload reads and
+    FlowiseTargets (what they received before stays); off: verification only informs."""
+    ca_file: str | None = setting(None, "--verification-ca-file", metavar="FILE")
     """PEM bundle trusted for checks' TLS instead of the system store (a private CA of self-hosted services)."""
-    connect_timeout: float = 5.0
+    resolve: tuple[str, ...] = setting(
+        (), "--verification-resolve", style="repeat", metavar="NAME[:PORT]=ADDRESS[:PORT]"
+    )
+    """Answers for checks instead of DNS (split-horizon names, an egress proxy): NAME=ADDRESS, repeat a name for
+    several addresses; with ports, connections to ADDRESS:PORT go to the second port. The egress policy judges
+    these addresses like any DNS answer."""
+    connect_timeout: float = setting(5.0, "--verification-connect-timeout", metavar="SECONDS")
     """Seconds to connect (TCP and TLS) to a service."""
-    total_timeout: float = 15.0
-    """Seconds one check may take in all."""
-    max_answer_bytes: int = 64 * 1024
+    total_timeout: float = setting(
+        15.0, "--verification-timeout", metavar="SECONDS", chart="verification.timeoutSeconds"
+    )
+    """Seconds one check may take in all, however slowly the service answers."""
+    max_answer_bytes: int = setting(64 * 1024, "--verification-max-answer-bytes", metavar="BYTES")
     """Most bytes read from a service's answer; the rest is never read."""
 
     def egress_policy(self) -> egress.EgressPolicy:
@@ -279,6 +304,10 @@ class VerificationSettings:
             allow_networks=egress.parse_networks(self.allow_networks),
             allow_plain_http=self.allow_plain_http,
         )
+
+    def static_hosts(self) -> egress.StaticHosts:
+        """The answers of --verification-resolve; raises ValueError naming a malformed entry."""
+        return egress.parse_static_hosts(self.resolve)
 
     def probe_limits(self) -> probing.ProbeLimits:
         """The time and size bounds of one check."""

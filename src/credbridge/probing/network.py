@@ -54,6 +54,24 @@ SYSTEM_NETWORK = Network()
 """The machine's resolver and sockets."""
 
 
+def with_static_hosts(hosts: egress.StaticHosts, base: Network = SYSTEM_NETWORK) -> Network:
+    """`base`, answering the names of `hosts` from its table and connecting to the ports it maps.
+
+    The prober still judges every answer with the egress policy and pins the one it connects to.
+    """
+    if not hosts.names and not hosts.ports:
+        return base
+
+    def resolve(host: str, port: int) -> collections.abc.Sequence[egress.IPAddress]:
+        found = hosts.names.get(egress.normalize_host(host))
+        return list(found) if found is not None else base.resolve(host, port)
+
+    def connect(address: egress.IPAddress, port: int, timeout: float) -> socket.socket:
+        return base.connect(address, hosts.ports.get((address, port), port), timeout)
+
+    return Network(resolve=resolve, connect=connect)
+
+
 def system_tls_context(ca_file: str | None = None) -> ssl.SSLContext:
     """A client TLS context that verifies certificates and host names (system trust store, or `ca_file`)."""
     context = ssl.create_default_context(cafile=ca_file)

@@ -146,6 +146,8 @@ def _read_head(sock: socket.socket, deadline: float, limit: int) -> bytes | None
         sock.settimeout(_remaining(deadline))
         chunk = sock.recv(min(16 * 1024, limit - len(received)))
         if not chunk:
+            if time.monotonic() >= deadline:
+                raise TimeoutError  # the watchdog ended the connection at the deadline, not the server
             break
         received.extend(chunk)
     return bytes(received.split(b"\r\n\r\n", 1)[0])

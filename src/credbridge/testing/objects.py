@@ -265,3 +265,70 @@ def pod_template_annotations(api: client.ApiClient, namespace: str, name: str) -
     """The pod-template annotations of a Deployment (where a rollout restart shows)."""
     deployment = client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
     return dict(deployment.spec.template.metadata.annotations or {})
+
+
+def condition(obj: Json | None, condition_type: str) -> Json | None:
+    """The condition of `condition_type` in an object's status, or None."""
+    for found in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if found.get("type") == condition_type:
+            result: Json = found
+            return result
+    return None
+
+
+def wait_for_verified(
+    api: client.ApiClient, namespace: str, name: str, reason: str | None = None, timeout: float = 90.0
+) -> Json:
+    """Wait until the Credential's Verified condition has `reason` (None: any); return the Credential."""
+
+    def check() -> Json | None:
+        credential = get_credential(api, namespace, name)
+        found = condition(credential, "Verified")
+        return credential if found and (reason is None or found.get("reason") == reason) else None
+
+    try:
+        result: Json = wait_until(check, timeout, f"Credential {namespace}/{name} to be verified ({reason or 'any'})")
+    except AssertionError:
+        last = condition(get_credential(api, namespace, name), "Verified")
+        raise AssertionError(
+            f"Credential {namespace}/{name} did not reach Verified {reason or '(any)'}; last Verified condition: {last}"
+        ) from None
+    return result
+
+
+def create_credential_type(api: client.ApiClient, type_name: str, spec: Mapping[str, Any]) -> None:
+    """A cluster-scoped CredentialType named after `type_name` (lowercased), labelled created-by."""
+    body = {
+        "apiVersion": names.API_VERSION,
+        "kind": names.CREDENTIAL_TYPE_KIND,
+        "metadata": {"name": type_name.lower(), "labels": dict(TEST_LABEL)},
+        "spec": {"name": type_name, "label": type_name, "version": 1, **spec},
+    }
+    client.CustomObjectsApi(api).create_cluster_custom_object(
+        names.GROUP, names.VERSION, names.CREDENTIAL_TYPE_PLURAL, body
+    )
+
+
+def delete_credential_type(api: client.ApiClient, type_name: str) -> None:
+    try:
+        client.CustomObjectsApi(api).delete_cluster_custom_object(
+            names.GROUP, names.VERSION, names.CREDENTIAL_TYPE_PLURAL, type_name.lower()
+        )
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def create_credential_when_type_known(api: client.ApiClient, namespace: str, body: Json, timeout: float = 30.0) -> Json:
+    """Create a Credential of a type just created: the webhook refuses it until the operator has seen the type."""
+
+    def attempt() -> Json | None:
+        try:
+            return create_credential(api, namespace, body)
+        except client.ApiException as error:
+            if error.status in {400, 403, 422}:
+                return None
+            raise
+
+    result: Json = wait_until(attempt, timeout, f"Credential {namespace}/{body['metadata']['name']} to be accepted")
+    return result

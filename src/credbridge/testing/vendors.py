@@ -27,6 +27,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 
 from credbridge import tls
 from credbridge.core import egress
@@ -65,6 +66,8 @@ class Recorded:
     host: str
     method: str
     path: str
+    at: float = 0.0
+    """When the request's head was read (time.monotonic), for tests of the global rate."""
 
 
 def _status_for(head: str) -> int:
@@ -87,8 +90,10 @@ def _accepted(listener: socket.socket, stop: threading.Event) -> collections.abc
 class VendorStandIn:
     """A threaded TLS server playing the vendors; start with `start()`, end with `stop()`."""
 
-    def __init__(self, ca: tls.Issued, hosts: collections.abc.Sequence[str] = VENDOR_HOSTS) -> None:
-        """Serves a certificate for `hosts` signed by `ca` (tests trust `ca`)."""
+    def __init__(
+        self, ca: tls.Issued, hosts: collections.abc.Sequence[str] = VENDOR_HOSTS, *, address: str = "127.0.0.1"
+    ) -> None:
+        """Serves a certificate for `hosts` signed by `ca` (tests trust `ca`), on `address` (any 127.x.y.z)."""
         self.requests: list[Recorded] = []
         self._stop = threading.Event()
         leaf = tls.issue(ca, hosts[0], hosts=hosts)
@@ -96,8 +101,9 @@ class VendorStandIn:
         cert, key = leaf.write(directory, "standin")
         self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._context.load_cert_chain(cert, key)
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server((address, 0))
         self._listener.settimeout(0.2)
+        self.address = address
         self.port: int = self._listener.getsockname()[1]
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -137,7 +143,7 @@ class VendorStandIn:
             hosts = [line.split(":", 1)[1].strip() for line in header_lines if line.lower().startswith("host:")]
             host = hosts[0] if hosts else ""
             with self._lock:
-                self.requests.append(Recorded(host, method, path.split("?", 1)[0]))
+                self.requests.append(Recorded(host, method, path.split("?", 1)[0], time.monotonic()))
             self._answer(connection, method, path, head)
 
     def _answer(self, connection: ssl.SSLSocket, method: str, path: str, head: str) -> None:
@@ -177,8 +183,9 @@ class VendorStandIn:
 class Listener:
     """A TCP listener on 127.0.0.1 that accepts, reads and counts, answering nothing."""
 
-    def __init__(self) -> None:
-        self._socket = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, address: str = "127.0.0.1") -> None:
+        self._socket = socket.create_server((address, 0))
+        self.address = address
         self._socket.settimeout(0.2)
         self.port: int = self._socket.getsockname()[1]
         self.connections = 0
@@ -245,3 +252,18 @@ def vendor_network(standin: VendorStandIn, **extra_names: list[list[egress.IPAdd
     names: dict[str, list[list[egress.IPAddress]]] = {host: [[PUBLIC_ADDRESS]] for host in VENDOR_HOSTS}
     names.update(extra_names)
     return TestNetwork(names=names, routes={(PUBLIC_ADDRESS, 443): standin.port})
+
+
+def resolve_args(standin: VendorStandIn, hosts: collections.abc.Iterable[str] = VENDOR_HOSTS) -> list[str]:
+    """`credbridge run` flags that send checks of `hosts` (port 443) to the stand-in, as DNS and routing would."""
+    args: list[str] = []
+    for host in hosts:
+        args += ["--verification-resolve", f"{host}:443={standin.address}:{standin.port}"]
+    return args
+
+
+def write_ca(ca: tls.Issued, directory: pathlib.Path) -> pathlib.Path:
+    """The stand-in's CA as a PEM file, for --verification-ca-file."""
+    path = directory / "standin-ca.pem"
+    path.write_bytes(ca.cert_pem)
+    return path
