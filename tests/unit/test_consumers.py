@@ -157,6 +157,13 @@ def test_flowise_targets_hear_of_their_namespace_and_their_secrets_only(
 
     control.credential_changed("ADDED", credential_body("openai", "team-a"))
     assert drain(syncer.queue) == {("team-a", "a1")}
+    # A status write of another writer (usage, a check's time) changes nothing pushed: no sync.
+    checked = {"usedBy": ["chat"], "lastVerifiedTime": "2026-01-01T00:00:00Z"}
+    control.credential_changed("MODIFIED", credential_body("openai", "team-a", version=2, status=checked))
+    assert drain(syncer.queue) == set()
+    relabelled = credential_body("openai", "team-a", version=3, status=checked, labels={"flowise": "yes"})
+    control.credential_changed("MODIFIED", relabelled)
+    assert drain(syncer.queue) == {("team-a", "a1")}
 
     syncer.secret_changed("MODIFIED", ("team-b", "other-key"), {})
     assert drain(syncer.queue) == {("team-b", "b1")}
@@ -165,7 +172,7 @@ def test_flowise_targets_hear_of_their_namespace_and_their_secrets_only(
     assert drain(syncer.queue) == {("team-b", "b1")}
 
     syncer.object_changed("DELETED", target_body("a1"))
-    control.credential_changed("MODIFIED", credential_body("openai", "team-a", version=2))
+    control.credential_changed("MODIFIED", credential_body("openai", "team-a", version=4, labels={"x": "y"}))
     assert drain(syncer.queue) == set()
 
 

@@ -39,26 +39,13 @@ USAGE_DELAY = 1.0
 
 
 def _fingerprint(view: views.CredentialView | None) -> tuple[Any, ...] | None:
-    """What of a Credential a binding's plan depends on; other changes (usage) queue no binding. The Verified
-    outcome is part of it: with --verification-block-consumers the release rule reads it."""
-    if view is None:
+    """What of a Credential a binding's plan depends on (usage changes queue no binding): what every
+    consumer's output depends on, and its OAuth2Ready condition, which a binding reports."""
+    base = consumer.output_fingerprint(view)
+    if view is None or base is None:
         return None
-    ready = view.ready_condition or {}
     oauth2 = conditions.find(view.status, binding.OAUTH2_CONDITION) or {}
-    verified = conditions.find(view.status, release.VERIFIED_CONDITION) or {}
-    return (
-        verified.get("status"),
-        verified.get("reason"),
-        view.uid,
-        view.generation,
-        view.status.get("observedGeneration"),
-        ready.get("status"),
-        ready.get("reason"),
-        view.status.get("updatedDate"),
-        view.deleting,
-        oauth2.get("status"),
-        oauth2.get("reason"),
-    )
+    return (*base, oauth2.get("status"), oauth2.get("reason"))
 
 
 class BindingController(consumer.ObjectConsumer[BindingView]):

@@ -33,10 +33,11 @@ import dataclasses
 import datetime
 import logging
 import threading
+import typing
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from credbridge.core import keyring, names, planning, redaction, registry, release, sharing, views
+from credbridge.core import conditions, keyring, names, planning, redaction, registry, release, sharing, views
 from credbridge.kube import connecting, errors, fetching
 from credbridge.operator import applying, reading, reconciling, workqueue
 from credbridge.operator import cache as cache_module
@@ -353,7 +354,11 @@ class ExternalSync(ObjectConsumer[T]):
     def credential_changed(
         self, event_type: str | None, view: views.CredentialView, previous: views.CredentialView | None
     ) -> None:
-        # A mirror's content follows its source through its own managed Secret, whose events land here too.
+        # A status write that changes nothing pushed (usage, a check's time) queues nothing: with periodic
+        # verification that is most Credential events. New content arrives through the managed Secret's
+        # events too (a mirror's content follows its source that way).
+        if event_type != "DELETED" and output_fingerprint(view) == output_fingerprint(previous):
+            return
         for key in self.store.lookup_keys("namespace", view.namespace):
             self.queue.add(key)
 
@@ -461,6 +466,30 @@ class CredentialConsumer(Consumer):
             applying.involved(names.CREDENTIAL_KIND, view.namespace, view.name, view.uid, view.resource_version),
             event,
         )
+
+
+def output_fingerprint(view: views.CredentialView | None) -> tuple[typing.Any, ...] | None:
+    """What of a Credential a consumer's output depends on: its object and spec (generation), whether it is
+    Ready and for which generation, its content (`updatedDate`), its labels (selectors), its id, and its
+    Verified outcome (the release rule reads it with --verification-block-consumers). Status fields other
+    writers own (usage, the time of a check) are not part of it."""
+    if view is None:
+        return None
+    ready = view.ready_condition or {}
+    verified = conditions.find(view.status, release.VERIFIED_CONDITION) or {}
+    return (
+        view.uid,
+        view.generation,
+        view.status.get("observedGeneration"),
+        ready.get("status"),
+        ready.get("reason"),
+        view.status.get("updatedDate"),
+        view.status.get("id"),
+        tuple(sorted(view.labels.items())),
+        view.deleting,
+        verified.get("status"),
+        verified.get("reason"),
+    )
 
 
 def _age(timestamp: str) -> float:
