@@ -872,3 +872,13 @@ def test_conditions_of_other_writers_are_kept_and_ready_stays_first() -> None:
     failed = plan(with_verified, current=secret, now=LATER, env={})
     assert failed.failure is not None
     assert [condition["type"] for condition in failed.status["conditions"]] == ["Ready", "Verified"]
+
+
+def test_a_key_rotation_rewrites_the_secret_but_not_updated_date() -> None:
+    view, secret = ready_state()
+    rotated = plan(view, current=secret, ring=ROTATED, now=LATER)
+    assert rotated.secret is not None and rotated.status["keyId"] == ROTATED.active_id
+    assert rotated.status["updatedDate"] == NOW, "the content did not change, only its ciphertext"
+
+    changed = plan(view, current=secret, ring=ROTATED, now=LATER, env={"CRED_OPENAI_API_KEY": "sk-other"})
+    assert changed.secret is not None and changed.status["updatedDate"] == LATER

@@ -394,6 +394,13 @@ def _plan_encrypted(
         key_id = ring.active_id
 
     previous = credential.status
+    # updatedDate is when the content last changed: a Secret rewritten with the same plaintext (a key
+    # rotation re-encrypts it; a tampered one is repaired) keeps it, so consumers that act on new content
+    # (a verification check, a binding's rollout) are not woken by a new ciphertext.
+    same_content = current is not None and envelope.verify_content_hmac(
+        str(current.annotations.get(names.CONTENT_HMAC_ANNOTATION) or ""), ring.keys, aad, plaintext
+    )
+    content_changed = secret is not None and not same_content
     status: Json = {
         "id": credential.credential_id,
         "displayName": credential.display_name,
@@ -404,7 +411,7 @@ def _plan_encrypted(
         "shared": credential.shared_from is not None,
         "sharedFrom": "/".join(credential.shared_from) if credential.shared_from else None,
         "createdDate": previous.get("createdDate") or inputs.now,
-        "updatedDate": inputs.now if secret is not None or not previous.get("updatedDate") else previous["updatedDate"],
+        "updatedDate": inputs.now if content_changed or not previous.get("updatedDate") else previous["updatedDate"],
         "observedGeneration": credential.generation,
         "conditions": conditions.merge(
             previous,
