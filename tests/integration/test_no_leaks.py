@@ -628,11 +628,18 @@ def test_no_oauth2_token_leaves_its_secrets(
             lambda condition, block: condition.get("reason") == "ReauthorizationRequired",
             what="the refused refresh token",
         )
-        objects.wait_until(
-            lambda: objects.decoded(objects.read_secret(kube_api, namespace, "t") or {}).get("TOKEN", "")[7:] in tokens,
-            60,
-            "the access token rendered by the binding",
+
+        def rendered_current_token() -> str | None:
+            # "rotating" keeps refreshing (30 s tokens): the binding must hold the token its Secret holds now.
+            current = objects.decoded(objects.read_secret(kube_api, namespace, "rotating-tokens") or {})
+            shown = objects.decoded(objects.read_secret(kube_api, namespace, "t") or {}).get("TOKEN", "")[7:]
+            return shown if shown and shown == current.get("access_token") else None
+
+        tokens.append(
+            objects.wait_until(rendered_current_token, 120, "the current access token rendered by the binding")
         )
+        current = objects.decoded(objects.read_secret(kube_api, namespace, "rotating-tokens") or {})
+        tokens += [current[name] for name in ("access_token", "refresh_token") if current.get(name) not in tokens]
         haystacks = {
             "credbridge oauth2 authorize output": "\n".join(outputs),
             "operator logs": credbridge_operator.logs(),
